@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates or reuses .venv/, installs prodcat with
+# everything it needs (pinned by constraints.txt), then runs the demo or the tests.
+#   ./run.sh demo    the main job: embedded broker, worker, live classification of real products
+#   ./run.sh test    the test suite (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+venv=.venv
+stamp="$venv/.prodcat-installed"
+want=$(cat pyproject.toml constraints.txt examples/encoder-plugin/pyproject.toml | sha256sum | cut -d' ' -f1)
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "==> creating virtual environment $venv/"
+    python3 -m venv "$venv"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "==> installing prodcat and its dependencies into $venv/ (first run: a few minutes)"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet -c constraints.txt \
+        -e ".[cpu,train,dev]" -e examples/encoder-plugin
+    echo "$want" >"$stamp"
+fi
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+case "${1:-}" in
+    demo) shift; exec "$venv/bin/prodcat" demo "$@" ;;
+    test) shift; exec "$venv/bin/python" -m pytest "$@" ;;
+    *) echo "usage: ./run.sh demo|test [args...]" >&2; exit 2 ;;
+esac

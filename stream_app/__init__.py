@@ -1,0 +1,1 @@
+"""prodcat runtime: config, CLI, plugin contract, event codec, Faust worker, inference."""
