@@ -23,6 +23,8 @@ import orjson
 Product = dict[str, Any]
 MASK_INPUT = "mask"
 MODALITIES = ("text", "image", "tabular")
+IMAGE_KEY = "_image"  # the decoded RGB PIL.Image that image encoders read
+IMAGE_BYTES_KEY = "_image_bytes"  # raw image bytes fetched from the event's URL
 
 
 class ComponentError(Exception):

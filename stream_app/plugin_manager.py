@@ -1,0 +1,448 @@
+"""The plugin manager: finds plugins, collects their components, answers lookups.
+
+Built-in plugins (``plugins/``) and third-party ones are loaded the same way, from the
+``prodcat`` entry-point group, one entry point at a time: a plugin that fails to import is
+recorded with its error and reported (``prodcat plugins``, lookup errors) instead of
+breaking every command. Components are collected lazily, on the first lookup, from the
+``register_*`` hooks, and each is remembered with the plugin and distribution that
+provides it so model manifests can name their exact origin.
+
+Environment: ``PRODCAT_PLUGINS`` (comma list of entry-point or distribution names: load
+only those) and ``PRODCAT_DISABLE_PLUGINS`` (comma list of names to skip).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from stream_app import hookspecs
+from stream_app.components import Component, Encoder, Head, Preprocessor, Product
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+PLUGINS_ENV = "PRODCAT_PLUGINS"
+DISABLE_ENV = "PRODCAT_DISABLE_PLUGINS"
+
+# kind -> (base class, register hook)
+KINDS: dict[str, tuple[type[Component], str]] = {
+    "preprocessor": (Preprocessor, "register_preprocessors"),
+    "encoder": (Encoder, "register_encoders"),
+    "head": (Head, "register_heads"),
+}
+_DOTTED_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+
+
+class PluginError(Exception):
+    """Base of the plugin manager's errors."""
+
+
+class UnknownComponentError(PluginError, LookupError):
+    """No loaded plugin provides the component asked for."""
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered a component under the same name."""
+
+
+class InvalidComponentError(PluginError, TypeError):
+    """A plugin registered something that is not a proper component class."""
+
+
+class ComponentMismatchError(PluginError):
+    """The installed component differs from the one a model manifest was built with."""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded or whose registration hook failed."""
+
+    name: str
+    error: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """One registered component class and where it comes from."""
+
+    kind: str
+    cls: type[Component]
+    plugin: str
+    distribution: str | None
+    distribution_version: str | None
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the component comes from, as recorded in a model manifest."""
+        return {
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "distribution_version": self.distribution_version,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.cls.version,
+            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
+            "description": self.cls.description,
+            **self.provenance(),
+        }
+        if issubclass(self.cls, Encoder):
+            data["modality"] = self.cls.modality
+        return data
+
+
+@dataclass
+class _Registry:
+    """Components by kind and name; a name with several providers is kept as a conflict."""
+
+    components: dict[str, dict[str, list[ComponentInfo]]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+    failures: list[PluginFailure] = field(default_factory=list)
+
+    def all(self) -> Iterator[ComponentInfo]:
+        for by_name in self.components.values():
+            for infos in by_name.values():
+                yield from infos
+
+
+class PluginManager:
+    """pluggy's manager for project ``prodcat`` plus the component registry built from it."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._dists: dict[str, tuple[str | None, str | None]] = {}
+        self._load_failures: list[PluginFailure] = []
+        self._registry: _Registry | None = None
+        self._lock = threading.RLock()
+
+    # ---- loading -------------------------------------------------------------------------
+    def load_entry_points(self, env: Mapping[str, str] | None = None) -> None:
+        """Load every ``prodcat`` entry point allowed by the environment, one at a time."""
+        env = os.environ if env is None else env
+        only = _name_set(env.get(PLUGINS_ENV))
+        skip = _name_set(env.get(DISABLE_ENV))
+        seen: set[str] = set()
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ep_key):
+            dist, version = (ep.dist.name, ep.dist.version) if ep.dist else (None, None)
+            names = {ep.name, dist} - {None}
+            seen |= names
+            if (only is not None and not names & only) or names & skip:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any import failure is reported, not fatal
+                self._fail(PluginFailure(ep.name, _describe(exc), dist, version))
+                continue
+            self.register(plugin, ep.name, distribution=dist, version=version)
+        for missing in sorted((only or set()) - seen):
+            self._fail(PluginFailure(missing, f"{PLUGINS_ENV} names it but it is not installed"))
+
+    def register(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> str | None:
+        """Register a plugin module or object; a hook pluggy rejects is recorded, not raised.
+
+        Returns the plugin's name, or None when it was refused (see :meth:`failures`).
+        """
+        name = name or _plugin_name(plugin)
+        if distribution is None:
+            distribution, version = _distribution_of(plugin)
+        with self._lock:
+            try:
+                self.pm.register(plugin, name)
+            except (ValueError, pluggy.PluginValidationError) as exc:
+                self._fail(PluginFailure(name, _describe(exc), distribution, version))
+                return None
+            unknown = [c.name for c in self.pm.get_hookcallers(plugin) or [] if not c.has_spec()]
+            if unknown:
+                self.pm.unregister(name=name)
+                known = sorted(n for n, c in vars(self.pm.hook).items() if c.has_spec())
+                error = f"unknown hook(s) {', '.join(unknown)}; known: {', '.join(known)}"
+                self._fail(PluginFailure(name, error, distribution, version))
+                return None
+            self._dists[name] = (distribution, version)
+            self._registry = None
+        return name
+
+    def unregister(self, name: str) -> None:
+        """Remove a plugin (used by tests' temporary plugins)."""
+        with self._lock:
+            self.pm.unregister(name=name)
+            self._dists.pop(name, None)
+            self._registry = None
+
+    def _fail(self, failure: PluginFailure) -> None:
+        self._load_failures.append(failure)
+
+    # ---- listing -------------------------------------------------------------------------
+    def plugins(self) -> list[dict[str, Any]]:
+        """Loaded plugins with their distribution, hooks and components, in load order."""
+        registry = self._build()
+        rows = []
+        for name, plugin in self.pm.list_name_plugin():
+            distribution, version = self._dists.get(name, (None, None))
+            rows.append(
+                {
+                    "name": name,
+                    "distribution": distribution,
+                    "version": version,
+                    "hooks": sorted(c.name for c in self.pm.get_hookcallers(plugin) or []),
+                    "components": [
+                        info.to_json() for info in registry.all() if info.plugin == name
+                    ],
+                }
+            )
+        return rows
+
+    def failures(self) -> list[PluginFailure]:
+        """Plugins that failed to load or to register their components."""
+        return [*self._load_failures, *self._build().failures]
+
+    def components(self, kind: str | None = None) -> list[ComponentInfo]:
+        """Every registered component (of one kind), conflicts included, sorted by name."""
+        infos = [i for i in self._build().all() if kind is None or i.kind == kind]
+        return sorted(infos, key=lambda i: (i.kind, i.name, i.plugin))
+
+    def conflicts(self) -> dict[str, list[ComponentInfo]]:
+        """Names registered by more than one plugin, as ``kind:name`` -> providers."""
+        return {
+            f"{kind}:{name}": infos
+            for kind, by_name in self._build().components.items()
+            for name, infos in by_name.items()
+            if len(infos) > 1
+        }
+
+    # ---- lookups -------------------------------------------------------------------------
+    def info(self, kind: str, name: str) -> ComponentInfo:
+        """The one registered component ``name`` of ``kind`` with its provenance."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
+        registry = self._build()
+        infos = registry.components[kind].get(name)
+        if not infos:
+            raise UnknownComponentError(self._unknown_message(kind, name))
+        if len(infos) > 1:
+            providers = " and ".join(f"plugin {i.plugin!r} ({_dist_label(i)})" for i in infos)
+            raise DuplicateComponentError(
+                f"{kind} {name!r} is registered by both {providers}; uninstall one, or skip one "
+                f"with {DISABLE_ENV}=<plugin name>"
+            )
+        return infos[0]
+
+    def create(self, kind: str, name: str, config: dict[str, Any] | None = None) -> Any:
+        """An instance of component ``name`` with ``config`` merged over its defaults."""
+        return self.info(kind, name).cls(config)
+
+    def preprocessor(self, name: str, config: dict[str, Any] | None = None) -> Preprocessor:
+        return self.create("preprocessor", name, config)
+
+    def encoder(self, name: str, config: dict[str, Any] | None = None) -> Encoder:
+        return self.create("encoder", name, config)
+
+    def head(self, name: str, config: dict[str, Any] | None = None) -> Head:
+        return self.create("head", name, config)
+
+    def manifest_entry(self, kind: str, component: Component) -> dict[str, Any]:
+        """``component.describe()`` plus the plugin and distribution that provide it."""
+        return {**component.describe(), **self.info(kind, component.name).provenance()}
+
+    def from_manifest(self, kind: str, entry: Mapping[str, Any]) -> Any:
+        """Rebuild a component from its manifest entry, refusing any version/config skew."""
+        component = self.create(kind, entry["name"], entry.get("config"))
+        if component.version != entry.get("version"):
+            raise ComponentMismatchError(
+                f"{kind} {component.name!r}: the model was built with version "
+                f"{entry.get('version')}, the installed plugin provides {component.version}; "
+                "install the matching plugin version or retrain"
+            )
+        if "fingerprint" in entry and component.fingerprint() != entry["fingerprint"]:
+            raise ComponentMismatchError(
+                f"{kind} {component.name!r}: fingerprint {component.fingerprint()} differs from "
+                f"the model's {entry['fingerprint']} (defaults changed in this plugin version?); "
+                "retrain or install the plugin the model was built with"
+            )
+        return component
+
+    def postprocess(self, assignment: dict[str, Any], product: Product) -> dict[str, Any]:
+        """Run ``postprocess_assignment`` implementations in order, each on the last result."""
+        for impl in _in_call_order(self.pm.hook.postprocess_assignment.get_hookimpls()):
+            result = impl.function(**_args(impl, {"assignment": assignment, "product": product}))
+            if result is None:
+                continue
+            if not isinstance(result, dict):
+                raise TypeError(
+                    f"plugin {impl.plugin_name!r}: postprocess_assignment returned "
+                    f"{type(result).__name__}, expected a dict or None"
+                )
+            assignment = result
+        return assignment
+
+    # ---- registry ------------------------------------------------------------------------
+    def _build(self) -> _Registry:
+        with self._lock:
+            if self._registry is None:
+                self._registry = self._collect()
+            return self._registry
+
+    def _collect(self) -> _Registry:
+        registry = _Registry()
+        for kind, (_, hook) in KINDS.items():
+            for impl in _in_call_order(getattr(self.pm.hook, hook).get_hookimpls()):
+                distribution, version = self._dists.get(impl.plugin_name, (None, None))
+                found: list[type] = []
+                try:
+                    impl.function(**_args(impl, {"register": found.append}))
+                    for cls in found:
+                        _validate(kind, cls)
+                except Exception as exc:  # noqa: BLE001 - one bad plugin must not hide others
+                    error = f"{hook}: {_describe(exc)}"
+                    registry.failures.append(
+                        PluginFailure(impl.plugin_name, error, distribution, version)
+                    )
+                    continue
+                for cls in found:
+                    providers = registry.components[kind].setdefault(cls.name, [])
+                    if all(p.cls is not cls for p in providers):
+                        providers.append(
+                            ComponentInfo(kind, cls, impl.plugin_name, distribution, version)
+                        )
+        return registry
+
+    def _unknown_message(self, kind: str, name: str) -> str:
+        available = sorted(self._build().components[kind])
+        message = f"no plugin provides {kind} {name!r}; available: {', '.join(available) or 'none'}"
+        failures = self.failures()
+        if failures:
+            message += "; plugins that failed to load: " + "; ".join(
+                f"{f.name} ({f.error})" for f in failures
+            )
+        return message
+
+
+def _validate(kind: str, cls: Any) -> None:
+    base = KINDS[kind][0]
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        raise InvalidComponentError(
+            f"register_{kind}s got {cls!r}; register a subclass of "
+            f"{base.__module__}.{base.__name__} (the class itself, not an instance)"
+        )
+    if not isinstance(cls.name, str) or not _DOTTED_NAME.match(cls.name):
+        raise InvalidComponentError(
+            f"{cls.__qualname__}.name = {cls.name!r}: a component name is dotted lower-case, "
+            "like 'text.hashgram'"
+        )
+    if not isinstance(cls.version, str) or not cls.version:
+        raise InvalidComponentError(f"{cls.__qualname__}.version must be a non-empty string")
+    if not isinstance(cls.defaults, dict):
+        raise InvalidComponentError(f"{cls.__qualname__}.defaults must be a dict")
+
+
+def _in_call_order(impls: list[Any]) -> list[Any]:
+    """Plain hook implementations: tryfirst ones, then registration order, then trylast.
+
+    pluggy itself calls implementations last-registered-first; prodcat's chained and
+    register hooks follow load order instead, which is what a user reading
+    ``prodcat plugins`` expects. Wrappers have no meaning here and are skipped.
+    """
+    plain = [i for i in impls if not (i.hookwrapper or i.wrapper)]
+    return sorted(plain, key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1)
+
+
+def _args(impl: Any, available: dict[str, Any]) -> dict[str, Any]:
+    """The arguments an implementation asked for (pluggy allows declaring a subset)."""
+    return {name: available[name] for name in impl.argnames}
+
+
+def _name_set(value: str | None) -> set[str] | None:
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _ep_key(ep: importlib.metadata.EntryPoint) -> tuple[int, str]:
+    """Built-ins first, then third-party plugins by name, so load order is reproducible."""
+    own = ep.dist is not None and ep.dist.name == "prodcat"
+    return (0 if own else 1, ep.name)
+
+
+def _plugin_name(plugin: object) -> str:
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__
+    return getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{id(plugin):x}"
+
+
+def _distribution_of(plugin: object) -> tuple[str | None, str | None]:
+    """The installed distribution that ships a directly registered plugin's module."""
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+    dists = _packages_distributions().get(module.split(".")[0], [])
+    if not dists:
+        return None, None
+    try:
+        return dists[0], importlib.metadata.version(dists[0])
+    except importlib.metadata.PackageNotFoundError:
+        return dists[0], None
+
+
+@functools.cache
+def _packages_distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _dist_label(info: ComponentInfo) -> str:
+    if info.distribution is None:
+        return "not from an installed distribution"
+    return f"{info.distribution} {info.distribution_version or ''}".strip()
+
+
+def create_plugin_manager(
+    *, entry_points: bool = True, env: Mapping[str, str] | None = None
+) -> PluginManager:
+    """A fresh manager; with ``entry_points=False`` it starts empty (tests register into it)."""
+    manager = PluginManager()
+    if entry_points:
+        manager.load_entry_points(env)
+    return manager
+
+
+@functools.cache
+def get_plugin_manager() -> PluginManager:
+    """The process-wide manager, loaded from entry points on first use.
+
+    ``get_plugin_manager.cache_clear()`` forgets it (after changing the environment).
+    """
+    return create_plugin_manager()
