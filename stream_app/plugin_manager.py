@@ -146,7 +146,7 @@ class PluginManager:
         """Load every ``prodcat`` entry point allowed by the environment, one at a time."""
         env = os.environ if env is None else env
         only = _name_set(env.get(PLUGINS_ENV))
-        skip = _name_set(env.get(DISABLE_ENV))
+        skip = _name_set(env.get(DISABLE_ENV)) or set()
         seen: set[str] = set()
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ep_key):
             dist, version = (ep.dist.name, ep.dist.version) if ep.dist else (None, None)
