@@ -170,10 +170,13 @@ class PluginManager:
         *,
         distribution: str | None = None,
         version: str | None = None,
+        strict: bool = False,
     ) -> str | None:
-        """Register a plugin module or object; a hook pluggy rejects is recorded, not raised.
+        """Register a plugin module or object under ``name``.
 
-        Returns the plugin's name, or None when it was refused (see :meth:`failures`).
+        A plugin pluggy rejects (bad hook signature, duplicate name) or that implements a
+        hook prodcat does not define (a typo) is recorded and None is returned, or with
+        ``strict`` a :class:`PluginError` is raised.
         """
         name = name or _plugin_name(plugin)
         if distribution is None:
@@ -181,15 +184,19 @@ class PluginManager:
         with self._lock:
             try:
                 self.pm.register(plugin, name)
-            except (ValueError, pluggy.PluginValidationError) as exc:
+                unknown = [
+                    c.name for c in self.pm.get_hookcallers(plugin) or [] if not c.has_spec()
+                ]
+                if unknown:
+                    self.pm.unregister(name=name)
+                    known = sorted(n for n, c in vars(self.pm.hook).items() if c.has_spec())
+                    raise PluginError(
+                        f"unknown hook(s) {', '.join(unknown)}; known: {', '.join(known)}"
+                    )
+            except (ValueError, pluggy.PluginValidationError, PluginError) as exc:
+                if strict:
+                    raise PluginError(f"plugin {name!r}: {exc}") from exc
                 self._fail(PluginFailure(name, _describe(exc), distribution, version))
-                return None
-            unknown = [c.name for c in self.pm.get_hookcallers(plugin) or [] if not c.has_spec()]
-            if unknown:
-                self.pm.unregister(name=name)
-                known = sorted(n for n, c in vars(self.pm.hook).items() if c.has_spec())
-                error = f"unknown hook(s) {', '.join(unknown)}; known: {', '.join(known)}"
-                self._fail(PluginFailure(name, error, distribution, version))
                 return None
             self._dists[name] = (distribution, version)
             self._registry = None
@@ -439,10 +446,25 @@ def create_plugin_manager(
     return manager
 
 
-@functools.cache
-def get_plugin_manager() -> PluginManager:
-    """The process-wide manager, loaded from entry points on first use.
+_default: PluginManager | None = None
+_default_lock = threading.Lock()
 
-    ``get_plugin_manager.cache_clear()`` forgets it (after changing the environment).
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide manager, loaded from entry points on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = create_plugin_manager()
+        return _default
+
+
+def set_plugin_manager(manager: PluginManager | None) -> PluginManager | None:
+    """Replace the process-wide manager (None: reload on next use); returns the previous one.
+
+    Tests use it to make code that calls :func:`get_plugin_manager` see temporary plugins.
     """
-    return create_plugin_manager()
+    global _default
+    with _default_lock:
+        previous, _default = _default, manager
+        return previous
