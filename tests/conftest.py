@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,36 @@ def register_plugin(plugin_manager: PluginManager) -> Iterator[Callable[..., Plu
     yield register
     for name in names:
         plugin_manager.unregister(name)
+
+
+@pytest.fixture
+def installed_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Path]]:
+    """``installed_plugin(entry_point, module, source)``: a plugin "installed" for this test.
+
+    Writes the module and a ``.dist-info`` folder declaring it in the ``prodcat``
+    entry-point group, then puts the folder on ``sys.path``, which is all
+    ``importlib.metadata`` needs: the manager finds it exactly like a pip-installed
+    plugin. Returns the folder (pass it as PYTHONPATH to a subprocess).
+    """
+    modules: list[str] = []
+
+    def install(entry_point: str, module: str, source: str, version: str = "0.1.0") -> Path:
+        dist = f"prodcat-test-{entry_point}".replace("_", "-")
+        (tmp_path / f"{module}.py").write_text(source, encoding="utf-8")
+        info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8"
+        )
+        (info / "entry_points.txt").write_text(
+            f"[prodcat]\n{entry_point} = {module}\n", encoding="utf-8"
+        )
+        modules.append(module)
+        return tmp_path
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield install
+    for module in modules:
+        sys.modules.pop(module, None)
