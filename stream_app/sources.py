@@ -240,7 +240,7 @@ def _read_csv(path: Path, fmt: str, inline_images: bool) -> Iterator[SourceRow]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield SourceRow(line, None, {}, None, f"line {line}: malformed CSV: {exc}")
+                yield SourceRow(line, None, {}, None, f"malformed CSV: {exc}")
                 continue
             if values:
                 yield _csv_row(path, fmt, spec, header, values, line, inline_images)
@@ -256,11 +256,11 @@ def _csv_row(
     inline_images: bool,
 ) -> SourceRow:
     if len(values) != len(header):
-        error = f"line {line}: expected {len(header)} columns, found {len(values)}"
+        error = f"expected {len(header)} columns, found {len(values)}"
         return SourceRow(line, None, {}, None, error)
     row = dict(zip(header, values, strict=True))
     if any(_has_bad_bytes(value) for value in values):
-        return SourceRow(line, None, {}, None, f"line {line}: not valid UTF-8 text")
+        return SourceRow(line, None, {}, None, "not valid UTF-8 text")
     fields = spec.mapping(row)
     try:
         event = _event_from_fields(fields, fmt, line)
@@ -268,11 +268,11 @@ def _csv_row(
             event["image"] = _inline_image(path.parent / fields.image_path)
         validate("product", event)
     except RowError as exc:
-        return SourceRow(line, None, fields.labels, fields.group, f"line {line}: {exc}")
+        return SourceRow(line, None, fields.labels, fields.group, f"{exc}")
     except EventError as exc:
         column = spec.columns.get(exc.path.removeprefix("$.").split(".")[0].split("[")[0])
         where = f"column {column!r} ({exc.path})" if column else exc.path
-        error = f"line {line}: {where} {exc.reason}"
+        error = f"{where} {exc.reason}"
         return SourceRow(line, None, fields.labels, fields.group, error)
     return SourceRow(line, event, fields.labels, fields.group, None)
 
@@ -330,14 +330,14 @@ def _jsonl_row(raw: bytes, line: int, file_name: str) -> SourceRow:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return SourceRow(line, None, {}, None, f"line {line}: not valid JSON: {exc}")
+        return SourceRow(line, None, {}, None, f"not valid JSON: {exc}")
     if not isinstance(obj, dict):
-        return SourceRow(line, None, {}, None, f"line {line}: expected a JSON object")
+        return SourceRow(line, None, {}, None, "expected a JSON object")
     labels = obj.pop("labels", {})
     if not isinstance(labels, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
-        return SourceRow(line, None, {}, None, f"line {line}: $.labels must map level -> label")
+        return SourceRow(line, None, {}, None, "$.labels must map level -> label")
     group = str(obj["product_id"]) if "product_id" in obj else None
     obj.setdefault("schema_version", SCHEMA_VERSION)
     obj.setdefault(
@@ -347,5 +347,5 @@ def _jsonl_row(raw: bytes, line: int, file_name: str) -> SourceRow:
     try:
         validate("product", obj)
     except EventError as exc:
-        return SourceRow(line, None, _present(labels), group, f"line {line}: {exc}")
+        return SourceRow(line, None, _present(labels), group, f"{exc}")
     return SourceRow(line, obj, _present(labels), group, None)
