@@ -69,3 +69,33 @@ def installed_plugin(
     yield install
     for module in modules:
         sys.modules.pop(module, None)
+
+
+BROKEN_PLUGIN_ERROR = "ImportError: prodcat_broken needs libfoo, which is not installed"
+
+
+@pytest.fixture
+def broken_plugin(installed_plugin: Callable[..., Path]) -> Path:
+    """An installed plugin (entry point ``broken``, version 2.3) whose import fails."""
+    source = f"raise ImportError({BROKEN_PLUGIN_ERROR.removeprefix('ImportError: ')!r})\n"
+    return installed_plugin("broken", "prodcat_broken", source, version="2.3")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data sets folder (setting ``data_dir`` / ``PRODCAT_DATA_DIR``)."""
+    from stream_app.config import load_settings
+
+    path = load_settings().data_path()
+    if not (path / "fashion" / "catalog.csv").is_file():
+        pytest.skip(f"data sets not found at {path}; set PRODCAT_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_broker() -> Iterator[str]:
+    """A real embedded Tansu broker on a free port for the whole session; yields its bootstrap."""
+    from stream_app.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=0) as broker:
+        yield broker.bootstrap
