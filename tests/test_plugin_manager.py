@@ -24,7 +24,6 @@ from stream_app.plugin_manager import (
 )
 
 BUILTINS = {"builtin_preprocessors", "builtin_text_encoders", "builtin_image_encoders"}
-BROKEN_SOURCE = 'raise ImportError("prodcat_broken needs libfoo, which is not installed")\n'
 
 
 def _plugin(**hooks: Any) -> types.SimpleNamespace:
@@ -89,8 +88,7 @@ def test_prodcat_disable_plugins_skips_them() -> None:
         manager.encoder("tabular.attributes")
 
 
-def test_plugin_failing_to_import_is_reported_not_fatal(installed_plugin) -> None:
-    installed_plugin("broken", "prodcat_broken", BROKEN_SOURCE, version="2.3")
+def test_plugin_failing_to_import_is_reported_not_fatal(broken_plugin) -> None:
     manager = create_plugin_manager(env={})
     [failure] = [f for f in manager.failures() if f.name == "broken"]
     assert failure.distribution == "prodcat-test-broken"
