@@ -14,18 +14,15 @@ import pytest
 from PIL import Image, ImageFile
 
 from stream_app.components import IMAGE_BYTES_KEY, IMAGE_KEY, ComponentError
-from stream_app.config import load_settings
 from stream_app.sources import read_source
 
 ROWS = 60
 
 
 @pytest.fixture(scope="module")
-def fashion() -> tuple[Path, list[dict[str, Any]]]:
+def fashion(data_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     """The fashion folder and the events of its first catalogue rows (photos inlined)."""
-    folder = load_settings(env={}).data_path() / "fashion"
-    if not (folder / "catalog.csv").is_file():
-        pytest.skip(f"fashion data set not found in {folder}; set PRODCAT_DATA_DIR")
+    folder = data_dir / "fashion"
     events = [row.event for row in read_source(folder / "catalog.csv", limit=ROWS) if row.event]
     return folder, events
 
