@@ -90,6 +90,10 @@ def _schema_error(exc: fastjsonschema.JsonSchemaValueException) -> EventError:
         if extra:
             path = f"{path}.{extra[0]}"
             reason = f"unknown field (allowed: {', '.join(known)})"
+    elif exc.rule == "required" and isinstance(exc.value, dict):
+        missing = [key for key in definition.get("required", []) if key not in exc.value]
+        if missing:
+            path, reason = f"{path}.{missing[0]}", "is required"
     elif exc.rule == "pattern" and "description" in definition:
         reason = f"has the wrong format: {definition['description']}"
     elif exc.rule == "oneOf" and path == "$.image":
