@@ -1,0 +1,151 @@
+"""The Faust app: topics, the classifying agent, web views and the worker's lifecycle.
+
+Topics carry raw bytes (``value_serializer='raw'``): decoding and validation are ours, so a
+malformed message becomes a dead letter instead of a Faust deserialisation crash. The web
+server binds 127.0.0.1 unless ``[worker] web_host`` says otherwise, and serves
+``/metrics`` (Prometheus), ``/health`` (the process is alive) and ``/ready`` (503 until the
+model is loaded, the group is joined and produces succeed).
+
+Shutdown (SIGTERM): Faust stops fetching, waits until every consumed event is acked
+(``stream_wait_empty``) and commits; our events are acked only after their outcome was
+acknowledged by the broker, so that wait *is* the drain of in-flight batches. Then the
+runtime closes the batcher and the image fetcher (``on_before_shutdown``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from stream_app.classifier import ASSIGNED, Outcome
+from stream_app.config import Settings
+from stream_app.kafka import faust_options
+from stream_app.worker import Dispatcher, Runtime
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class FaustPublisher:
+    """Produces outcomes with the app's producer, retrying until the broker acknowledges."""
+
+    def __init__(self, runtime: Runtime, categories: Any, dlq: Any) -> None:
+        self.runtime = runtime
+        self.categories = categories
+        self.dlq = dlq
+
+    async def publish(self, outcome: Outcome) -> None:
+        topic = self.categories if outcome.kind == ASSIGNED else self.dlq
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                pending = await topic.send(
+                    key=outcome.key, value=outcome.value, headers=outcome.headers
+                )
+                await pending
+                self.runtime.publishing_ok = True
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any producer failure: retry, never drop
+                self.runtime.publishing_ok = False
+                log.warning("publish to %s failed (%s); retrying in %.1f s", topic, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+
+def faust_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """``faust.App`` keyword arguments from the settings."""
+    w = settings.worker
+    return {
+        **faust_options(settings, bootstrap),
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "topic_partitions": settings.topics.partitions,
+        "topic_replication_factor": settings.topics.replication_factor,
+        "broker_session_timeout": w.session_timeout_s,
+        "broker_heartbeat_interval": max(w.session_timeout_s / 4, 0.5),
+        "broker_client_id": settings.kafka.client_id,
+        "broker_request_timeout": settings.kafka.request_timeout_ms / 1000,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "producer_max_request_size": settings.kafka.max_message_bytes,
+        "consumer_max_fetch_size": settings.kafka.max_message_bytes,
+        "stream_wait_empty": True,
+        "web_enabled": True,
+        "web_bind": w.web_host,
+        "web_host": w.web_host,
+        "web_port": w.web_port,
+        "datadir": str(Path(settings.cache_dir) / "faust"),
+        "table_cleanup_interval": 3600.0,
+    }
+
+
+@dataclass
+class WorkerApp:
+    """The Faust app and the parts tests and the CLI reach into."""
+
+    app: faust.App
+    agent: Any
+    dispatcher: Dispatcher
+    runtime: Runtime
+
+
+def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerApp:
+    """The worker's Faust app, wired to ``runtime``; not started."""
+    app = faust.App(settings.worker.group_id, **faust_config(settings, bootstrap))
+    products = app.topic(settings.topics.products)
+    categories = app.topic(settings.topics.categories)
+    dlq = app.topic(settings.topics.dlq)
+    publisher = FaustPublisher(runtime, categories, dlq)
+    dispatcher = Dispatcher(runtime, publisher, limit=settings.worker.queue_size)
+
+    @app.agent(products, name="classify")
+    async def classify(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            await dispatcher.admit(event, manual.ack)
+
+    @app.task
+    async def start_runtime() -> None:
+        await runtime.start()  # the agent also starts it on its first event, whichever is first
+
+    @app.on_before_shutdown.connect
+    async def stop_runtime(_app: Any, **_: Any) -> None:
+        # Sent after Faust waited for every consumed event to be acked and committed.
+        await dispatcher.drain()
+        await runtime.stop()
+
+    @app.on_partitions_assigned.connect
+    async def joined(_app: Any, assigned: Any, **_: Any) -> None:
+        runtime.assigned_partitions = True
+        log.info(
+            "assigned partitions: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        )
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.bytes(runtime.metrics.render(), content_type=runtime.metrics.content_type)
+
+    @app.page("/health")
+    async def health_view(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "in_flight": dispatcher.in_flight})
+
+    @app.page("/ready")
+    async def ready_view(web: Any, request: Any) -> Any:
+        body = {
+            "ready": runtime.ready,
+            "model_loaded": runtime.started,
+            "partitions_assigned": runtime.assigned_partitions,
+            "publishing_ok": runtime.publishing_ok,
+        }
+        return web.json(body, status=200 if runtime.ready else 503)
+
+    return WorkerApp(app, classify, dispatcher, runtime)

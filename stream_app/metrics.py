@@ -1,0 +1,115 @@
+"""The worker's Prometheus metrics, in a registry of its own.
+
+A registry per worker (not prometheus-client's global one) so tests and the demo can run
+several workers in one process without name clashes. :class:`WorkerMetrics` is also the
+micro-batcher's observer, so batch sizes, queue waits and inference times arrive without
+the batcher knowing about Prometheus. docs/operations.md lists which of these to alert on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+ASSIGNED = "assigned"
+DEAD_LETTER = "dead_letter"
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class WorkerMetrics:
+    """Every metric the worker exports; ``render()`` gives the /metrics body."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "prodcat_events",
+            "Consumed product events by outcome; dead letters by the stage that refused them.",
+            ["outcome", "stage"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "prodcat_batch_size", "Items per model batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "prodcat_queue_wait_seconds",
+            "Time an item waited in the batcher queue before its batch formed.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "prodcat_inference_seconds",
+            "Model run time per batch.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "prodcat_end_to_end_seconds",
+            "From the event's Kafka timestamp to the broker acknowledging its outcome.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model = Info("prodcat_model", "The model bundle being served.", registry=r)
+        self.queue_depth = Gauge(
+            "prodcat_queue_depth", "Items waiting in the batcher queue.", registry=r
+        )
+        self.in_flight = Gauge(
+            "prodcat_in_flight_events",
+            "Events consumed but not yet acknowledged (their offsets are not committed).",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "prodcat_ready", "1 when the worker is consuming and its model is loaded.", registry=r
+        )
+
+    def assigned(self) -> None:
+        self.events.labels(ASSIGNED, "").inc()
+
+    def dead_letter(self, stage: str) -> None:
+        self.events.labels(DEAD_LETTER, stage).inc()
+
+    def count(self, outcome: str, stage: str = "") -> float:
+        """Current value of one events counter (0 when never incremented)."""
+        value = self.registry.get_sample_value(
+            "prodcat_events_total", {"outcome": outcome, "stage": stage}
+        )
+        return value or 0.0
+
+    def set_model(self, name: str, version: str, fingerprint: str, providers: list[str]) -> None:
+        self.model.info(
+            {
+                "name": name,
+                "version": version,
+                "fingerprint": fingerprint,
+                "providers": ",".join(providers),
+            }
+        )
+
+    def watch_queue(self, depth: Callable[[], float]) -> None:
+        """Read the queue depth at scrape time instead of updating it on every item."""
+        self.queue_depth.set_function(depth)
+
+    # BatchObserver
+    def on_batch(self, size: int, queue_waits: list[float]) -> None:
+        self.batch_size.observe(size)
+        for wait in queue_waits:
+            self.queue_wait.observe(wait)
+
+    def on_inference(self, size: int, seconds: float) -> None:
+        self.inference.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
