@@ -1,0 +1,249 @@
+"""Labelled data sets for training: records, label spaces, grouped splits, rare classes.
+
+Rows come from :func:`stream_app.sources.read_source` (the same reader ``prodcat publish``
+uses), so training sees exactly the product events the worker will see. Splits are grouped
+(fashion: normalised title, pricerunner: cluster id, otherwise product id) because the same
+product under another id or colour would otherwise leak from train into test and inflate
+every metric. Group assignment hashes ``seed:group``, so it is reproducible, independent of
+row order, and stable when rows are added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from stream_app.sources import detect_format, read_source, taxonomy_levels
+
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+OTHER = "other"
+RareAction = Literal["merge", "drop"]
+GROUPING = {
+    "fashion": "normalised title",
+    "pricerunner": "cluster_id",
+}
+
+
+@dataclass
+class Record:
+    """One labelled product: the event, its label index per level and its split group."""
+
+    product: dict[str, Any]
+    labels: list[int]
+    group: str
+    line: int
+
+
+@dataclass
+class LabelSpace:
+    """Class names per level and the category paths seen in the data (the taxonomy)."""
+
+    levels: list[str]
+    classes: dict[str, list[str]]
+    paths: list[list[str]]
+
+    def index(self, level: str, label: str) -> int:
+        """The class index of ``label``, mapping unseen labels to ``other`` when it exists."""
+        classes = self.classes[level]
+        try:
+            return classes.index(label)
+        except ValueError:
+            return classes.index(OTHER) if OTHER in classes else -1
+
+    def sizes(self) -> list[int]:
+        return [len(self.classes[level]) for level in self.levels]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"levels": self.levels, "classes": self.classes, "paths": self.paths}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabelSpace:
+        return cls(list(data["levels"]), dict(data["classes"]), [list(p) for p in data["paths"]])
+
+
+@dataclass
+class DatasetOptions:
+    """What to load and how to split; all of it goes into the manifest."""
+
+    levels: list[str] | None = None
+    with_images_only: bool = False
+    limit: int | None = None
+    seed: int = 0
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    min_class_count: int = 5
+    rare: RareAction = "merge"
+
+
+@dataclass
+class Dataset:
+    path: Path
+    fmt: str
+    options: DatasetOptions
+    records: list[Record]
+    label_space: LabelSpace
+    splits: dict[str, list[int]]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Record]:
+        return [self.records[i] for i in self.splits[name]]
+
+    def identity(self) -> dict[str, Any]:
+        """What makes the loaded rows what they are (file state + filters): a cache key part."""
+        stat = self.path.stat()
+        return {
+            "path": str(self.path.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "fmt": self.fmt,
+            "with_images_only": self.options.with_images_only,
+            "limit": self.options.limit,
+            "rows": [r.line for r in self.records],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The data set and split description stored in the manifest."""
+        return {
+            "path": str(self.path.resolve()),
+            "format": self.fmt,
+            "levels": self.label_space.levels,
+            "with_images_only": self.options.with_images_only,
+            "limit": self.options.limit,
+            "rows": len(self.records),
+            "split": {
+                "seed": self.options.seed,
+                "fractions": list(self.options.fractions),
+                "grouping": GROUPING.get(self.fmt, "product_id"),
+                "counts": {name: len(idx) for name, idx in self.splits.items()},
+                "groups": {
+                    name: len({self.records[i].group for i in idx})
+                    for name, idx in self.splits.items()
+                },
+            },
+            **self.report,
+        }
+
+
+def load_dataset(
+    path: str | Path, fmt: str | None = None, options: DatasetOptions | None = None
+) -> Dataset:
+    """Read a data file, build the label space and the grouped splits."""
+    options = options or DatasetOptions()
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    known = taxonomy_levels(fmt)
+    levels = options.levels or known
+    unknown = sorted(set(levels) - set(known)) if known else []
+    if unknown:
+        raise ValueError(
+            f"unknown level(s) {', '.join(unknown)} for {fmt}; known: {', '.join(known)}"
+        )
+    rows, skipped, levels = _read_rows(path, fmt, levels, options)
+    if not rows:
+        raise ValueError(f"{path}: no usable labelled rows ({skipped})")
+    rows, rare = _handle_rare(rows, levels, options)
+    label_space = _label_space(rows, levels)
+    records = [
+        Record(
+            product=event,
+            labels=[label_space.index(level, labels[level]) for level in levels],
+            group=group,
+            line=line,
+        )
+        for line, event, labels, group in rows
+    ]
+    splits = split_groups([r.group for r in records], options.seed, options.fractions)
+    report = {"skipped": skipped, "rare_classes": rare}
+    return Dataset(path, fmt, options, records, label_space, splits, report)
+
+
+Row = tuple[int, dict[str, Any], dict[str, str], str]
+
+
+def _read_rows(
+    path: Path, fmt: str, levels: list[str], options: DatasetOptions
+) -> tuple[list[Row], dict[str, int], list[str]]:
+    """Usable rows, why the others were skipped (counted, never silently dropped), levels.
+
+    A JSONL file names its levels per row: without ``levels`` the first labelled row's
+    level names are used.
+    """
+    rows: list[Row] = []
+    skipped: Counter[str] = Counter()
+    for row in read_source(path, fmt):
+        if row.error or row.event is None:
+            skipped["invalid"] += 1
+            continue
+        if not levels and row.labels:
+            levels = list(row.labels)
+        if options.with_images_only and not row.event.get("image"):
+            skipped["no_image"] += 1
+            continue
+        if not levels or any(not row.labels.get(level) for level in levels):
+            skipped["unlabelled"] += 1
+            continue
+        group = row.group or str(row.event.get("product_id") or row.line)
+        rows.append((row.line, row.event, {lv: row.labels[lv] for lv in levels}, group))
+        if options.limit and len(rows) >= options.limit:
+            break
+    return rows, dict(skipped), levels
+
+
+def _handle_rare(
+    rows: list[Row], levels: list[str], options: DatasetOptions
+) -> tuple[list[Row], dict[str, Any]]:
+    """Merge classes rarer than the threshold into ``other`` per level, or drop their rows."""
+    counts = {level: Counter(labels[level] for _, _, labels, _ in rows) for level in levels}
+    rare = {
+        level: {
+            label: n for label, n in sorted(counts[level].items()) if n < options.min_class_count
+        }
+        for level in levels
+    }
+    report = {
+        "threshold": options.min_class_count,
+        "action": options.rare,
+        "classes": {level: found for level, found in rare.items() if found},
+    }
+    if options.rare == "drop":
+        kept = [r for r in rows if not any(r[2][lv] in rare[lv] for lv in levels)]
+        report["rows_dropped"] = len(rows) - len(kept)
+        return kept, report
+    merged = [
+        (line, event, {lv: OTHER if labels[lv] in rare[lv] else labels[lv] for lv in levels}, grp)
+        for line, event, labels, grp in rows
+    ]
+    report["rows_merged"] = sum(
+        1 for _, _, labels, _ in rows if any(labels[lv] in rare[lv] for lv in levels)
+    )
+    return merged, report
+
+
+def _label_space(rows: list[Row], levels: list[str]) -> LabelSpace:
+    classes = {level: sorted({labels[level] for _, _, labels, _ in rows}) for level in levels}
+    paths = sorted({tuple(labels[level] for level in levels) for _, _, labels, _ in rows})
+    return LabelSpace(levels, classes, [list(p) for p in paths])
+
+
+def split_groups(
+    groups: list[str], seed: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+) -> dict[str, list[int]]:
+    """Row indices per split; every row of a group lands in the same split."""
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+    bounds = (fractions[0], fractions[0] + fractions[1])
+    splits: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for i, group in enumerate(groups):
+        u = _unit(f"{seed}:{group}")
+        name = "train" if u < bounds[0] else "val" if u < bounds[1] else "test"
+        splits[name].append(i)
+    return splits
+
+
+def _unit(key: str) -> float:
+    """A uniform number in [0, 1) derived from ``key``: the same key always gives the same."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

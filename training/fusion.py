@@ -1,0 +1,111 @@
+"""The fusion model: encoders' modules, masked and concatenated, fed to the head.
+
+For each encoder the fused vector holds ``module(inputs) * mask`` followed, after all
+encoders, by the masks themselves, so the head knows which modalities were present rather
+than mistaking a missing photo for a black one. Modality dropout zeroes a present
+modality's mask per item during training (never every modality of an item), which teaches
+the head to answer from the title alone or the photo alone.
+
+Frozen encoders are not run during training: their outputs are precomputed once
+(``training.features``) and passed in as ``cached``. The exported graph
+(:class:`ExportGraph`) runs the full model, frozen encoders included, so the worker feeds it
+raw featurizer inputs and gets per-level probabilities (softmax) back, with no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from stream_app.components import MASK_INPUT, Encoder, Head
+from stream_app.pipeline import assign_slugs
+
+
+class FusionModel(nn.Module):
+    def __init__(
+        self,
+        encoders: Sequence[Encoder],
+        head: Head,
+        level_sizes: Sequence[int],
+        modality_dropout: float = 0.0,
+        slugs: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.slugs = list(slugs) if slugs is not None else assign_slugs(e.name for e in encoders)
+        self.frozen = {slug: enc.frozen for slug, enc in zip(self.slugs, encoders, strict=True)}
+        self.encoders = nn.ModuleDict(
+            {slug: enc.build_module() for slug, enc in zip(self.slugs, encoders, strict=True)}
+        )
+        for slug, module in self.encoders.items():
+            if self.frozen[slug]:
+                module.eval()
+                module.requires_grad_(False)
+        self.input_dim = sum(enc.output_dim for enc in encoders) + len(encoders)
+        self.head = head.build_module(self.input_dim, list(level_sizes))
+        self.modality_dropout = modality_dropout
+
+    def train(self, mode: bool = True) -> FusionModel:
+        """Frozen encoders stay in eval mode (no dropout or batch-norm updates) always."""
+        super().train(mode)
+        for slug, module in self.encoders.items():
+            if self.frozen[slug]:
+                module.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def embed(self, slug: str, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """One encoder's output from its raw inputs (mask excluded)."""
+        kwargs = {k: v for k, v in inputs.items() if k != MASK_INPUT}
+        return self.encoders[slug](**kwargs)
+
+    def forward(
+        self,
+        raw: Mapping[str, Mapping[str, torch.Tensor]],
+        masks: Mapping[str, torch.Tensor],
+        cached: Mapping[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Logits per level. ``raw[slug]``: inputs of encoders not in ``cached``."""
+        cached = cached or {}
+        embeddings = {
+            slug: cached[slug] if slug in cached else self.embed(slug, raw[slug])
+            for slug in self.slugs
+        }
+        return self.fuse(embeddings, masks)
+
+    def fuse(
+        self, embeddings: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, ...]:
+        mask = torch.stack([masks[slug].float() for slug in self.slugs], dim=1)
+        if self.training and self.modality_dropout > 0:
+            mask = _drop_modalities(mask, self.modality_dropout)
+        parts = [embeddings[slug].float() * mask[:, i : i + 1] for i, slug in enumerate(self.slugs)]
+        return tuple(self.head(torch.cat([*parts, mask], dim=1)))
+
+
+def _drop_modalities(mask: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero each present modality with probability ``p``, keeping at least one per item."""
+    kept = mask * (torch.rand_like(mask) >= p).float()
+    nothing_left = kept.sum(dim=1, keepdim=True) == 0
+    return torch.where(nothing_left, mask, kept)
+
+
+class ExportGraph(nn.Module):
+    """The served graph: flat named inputs in pipeline order -> softmax per level."""
+
+    def __init__(self, model: FusionModel, layout: Sequence[tuple[str, str, str]]) -> None:
+        """``layout``: (graph input name, encoder slug, encoder input name) per input."""
+        super().__init__()
+        self.model = model
+        self.layout = list(layout)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        raw: dict[str, dict[str, torch.Tensor]] = {slug: {} for slug in self.model.slugs}
+        for (_, slug, name), tensor in zip(self.layout, inputs, strict=True):
+            raw[slug][name] = tensor
+        masks = {slug: raw[slug][MASK_INPUT] for slug in self.model.slugs}
+        logits = self.model(raw, masks)
+        return tuple(torch.softmax(level, dim=-1) for level in logits)

@@ -1,0 +1,144 @@
+"""The model card (README.md of a bundle): what the model is, on what data, how good it is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stream_app.bundle import MANIFEST_FILE
+
+CURVE_FILE = "training.png"
+
+
+def write_card(bundle: Path, metrics: dict[str, Any]) -> None:
+    manifest = json.loads((bundle / MANIFEST_FILE).read_text(encoding="utf-8"))
+    history = manifest["training"].get("history", [])
+    if history:
+        _plot_curve(history, bundle / CURVE_FILE)
+    (bundle / "README.md").write_text(_card(manifest, metrics, bool(history)), encoding="utf-8")
+
+
+def _plot_curve(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, loss_ax = plt.subplots(figsize=(6, 3.5))
+    loss_ax.plot(epochs, [h["loss"] for h in history], color="tab:red", label="train loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("train loss (sum over levels)")
+    score_ax = loss_ax.twinx()
+    score_ax.plot(epochs, [h["score"] for h in history], color="tab:blue", label="val F1")
+    score_ax.set_ylabel("validation mean macro-F1")
+    fig.legend(loc="center right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(levels: dict[str, dict[str, Any]]) -> list[str]:
+    rows = ["| level | accuracy | macro-F1 | weighted-F1 | n |", "|---|---|---|---|---|"]
+    for level, m in levels.items():
+        rows.append(
+            f"| {level} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+            f"{m['weighted_f1']:.4f} | {m['n']} |"
+        )
+    return rows
+
+
+def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str:
+    data = manifest["dataset"]
+    split = data["split"]
+    training = manifest["training"]
+    lines = [
+        "# prodcat model",
+        "",
+        f"Fingerprint `{manifest['fingerprint']}`, created {manifest['created']}. "
+        f"Serve it with `prodcat worker --model <this folder>`; the worker rebuilds the "
+        "featurizers below from `manifest.json` and refuses to start if any differ.",
+        "",
+        "## Components",
+        "",
+        "| kind | name | version | from | config |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, entries in (
+        ("preprocessor", manifest["preprocessors"]),
+        ("encoder", manifest["encoders"]),
+        ("head", [manifest["head"]]),
+    ):
+        for e in entries:
+            origin = (
+                f"{e.get('distribution') or e.get('plugin')} {e.get('distribution_version') or ''}"
+            )
+            lines.append(
+                f"| {kind} | `{e['name']}` | {e['version']} | {origin.strip()} | "
+                f"`{json.dumps(e['config'], sort_keys=True)}` |"
+            )
+    rare = data.get("rare_classes", {})
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"- Source: `{data['path']}` ({data['format']}), {data['rows']} rows"
+        + (", rows with a photo only" if data.get("with_images_only") else ""),
+        f"- Levels: {', '.join(manifest['levels'])} "
+        f"({', '.join(str(o['size']) for o in manifest['outputs'])} classes)",
+        f"- Split: {split['counts']} rows, grouped by {split['grouping']} "
+        f"({split['groups']} groups), seed {split['seed']}",
+        f"- Classes with fewer than {rare.get('threshold')} rows: {rare.get('action')} "
+        f"({sum(len(v) for v in rare.get('classes', {}).values())} classes)",
+        f"- Skipped rows: {data.get('skipped') or 'none'}",
+        "",
+        "## Metrics (test split, ONNX Runtime, served taxonomy-consistent path)",
+        "",
+        *_table(metrics["levels"]),
+    ]
+    for name, result in metrics.get("ablation", {}).items():
+        lines += [
+            "",
+            f"Ablation `{name}` (other modalities fed as missing):",
+            "",
+            *_table(result["levels"]),
+        ]
+    speed = metrics.get("items_per_s")
+    lines += [
+        "",
+        f"- Calibration (ECE, finest level): {metrics['ece']:.4f}",
+        f"- Throughput of the graph: {speed:.1f} items/s "
+        f"(batch {metrics['throughput']['batch_size']}, {metrics['throughput']['threads']} "
+        "CPU threads, featurizing excluded)"
+        if speed
+        else "- Throughput: not measured",
+        f"- Parity ONNX vs torch: max abs diff {training['parity']['max_abs_diff']:.2e}, "
+        f"argmax agreement {training['parity']['argmax_agreement']:.0%}",
+    ]
+    if "quantization" in training:
+        q = training["quantization"]
+        lines.append(
+            f"- int8 dynamic quantisation (per channel): validation accuracy change per level "
+            f"{[round(c, 4) for c in q['accuracy_change']]}"
+        )
+    lines += [
+        f"- Best epoch {training.get('best_epoch')} of {len(training.get('history', []))} "
+        f"(early stopping on validation mean macro-F1)",
+        "",
+        "## Plots",
+        "",
+    ]
+    if curve:
+        lines.append(f"![training curve]({CURVE_FILE})")
+    lines += [f"![{p}]({p})" for p in metrics.get("plots", [])]
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "Only categories seen in training can be predicted; classes merged as `other` are "
+        "predicted as `other`. Accuracy on rare classes is much lower than the averages above "
+        "(see macro-F1).",
+        "",
+    ]
+    return "\n".join(lines)

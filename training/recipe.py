@@ -1,0 +1,162 @@
+"""One training run end to end: data, features, training, export, bundle, evaluation.
+
+``prodcat train`` and the tests call :func:`run_training`; every step's choices end up in
+the bundle's manifest, so a bundle says exactly how it was made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream_app.bundle import ModelBundle
+from stream_app.components import Product
+from stream_app.pipeline import Pipeline
+from training.bundle_writer import record_metrics, write_bundle
+from training.datasets import Dataset, DatasetOptions, load_dataset
+from training.evaluate import evaluate_bundle, load_eval_data
+from training.features import build_features
+from training.fusion import FusionModel
+from training.model_card import write_card
+from training.trainer import TrainConfig, pick_device, seed_everything, train
+
+log = logging.getLogger(__name__)
+ComponentSpec = tuple[str, dict[str, Any]]
+DEFAULT_PREPROCESSORS: list[ComponentSpec] = [("text.normalize", {}), ("image.decode", {})]
+DEFAULT_ENCODERS: list[ComponentSpec] = [("text.minilm", {}), ("image.efficientnet_lite0", {})]
+DEFAULT_HEAD: ComponentSpec = ("head.mlp", {})
+PARITY_ROWS = 32
+EVAL_BATCH = 64
+
+
+@dataclass
+class TrainSpec:
+    data: Path
+    out: Path
+    fmt: str | None = None
+    dataset: DatasetOptions = field(default_factory=DatasetOptions)
+    preprocessors: list[ComponentSpec] = field(default_factory=lambda: list(DEFAULT_PREPROCESSORS))
+    encoders: list[ComponentSpec] = field(default_factory=lambda: list(DEFAULT_ENCODERS))
+    head: ComponentSpec = DEFAULT_HEAD
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quantize: bool = False
+    cache_dir: Path | None = None
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    evaluate: bool = True
+    overwrite: bool = False
+
+
+def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
+    """Train, export and (optionally) evaluate; returns a summary for the CLI's --json."""
+    from stream_app.plugin_manager import get_plugin_manager
+
+    pm = plugin_manager or get_plugin_manager()
+    spec.dataset.seed = spec.train.seed
+    data = load_dataset(spec.data, spec.fmt, spec.dataset)
+    for split in ("train", "val"):
+        if not data.splits[split]:
+            raise ValueError(
+                f"the {split} split is empty ({len(data.records)} rows): use more data"
+            )
+    pipeline = Pipeline(
+        [pm.preprocessor(n, c) for n, c in spec.preprocessors],
+        [pm.encoder(n, c) for n, c in spec.encoders],
+    )
+    head = pm.head(*spec.head)
+    seed_everything(spec.train.seed)
+    model = FusionModel(
+        pipeline.encoders,
+        head,
+        data.label_space.sizes(),
+        spec.train.modality_dropout,
+        pipeline.slugs,
+    )
+    device = pick_device(spec.train.device)
+    model.to(device)
+    products = [r.product for r in data.records]
+    features = build_features(
+        pipeline, model, products, data.identity(), spec.cache_dir, device, spec.threads
+    )
+    labels = np.asarray([r.labels for r in data.records], dtype=np.int64)
+    result = train(
+        model,
+        head,
+        features,
+        labels,
+        data.splits["train"],
+        data.splits["val"],
+        data.label_space.levels,
+        spec.train,
+    )
+    model.cpu()
+    training = {
+        "config": spec.train.to_json(),
+        "device": result.device,
+        "best_epoch": result.best_epoch,
+        "best_val_score": result.best_score,
+        "selection": "mean over levels of validation macro-F1",
+        "val_metrics": result.val_metrics,
+        "history": result.history,
+        "featurize_failures": features.failures,
+    }
+    val_products = [products[i] for i in data.splits["val"]]
+    with ThreadPoolExecutor(spec.threads) as pool:
+        items, _ = pipeline.featurize_many(val_products[:PARITY_ROWS], pool)
+        manifest = write_bundle(
+            spec.out,
+            model=model,
+            pipeline=pipeline,
+            head=head,
+            label_space=data.label_space,
+            dataset=data.describe(),
+            training=training,
+            parity_batch=pipeline.collate(items),
+            plugin_manager=pm,
+            quantize_on=(
+                _batches(pipeline, val_products, labels[data.splits["val"]], pool)
+                if spec.quantize
+                else None
+            ),
+            overwrite=spec.overwrite,
+        )
+    summary: dict[str, Any] = {
+        "bundle": str(spec.out),
+        "dataset": _short(data),
+        "fingerprint": manifest["fingerprint"],
+        "best_epoch": result.best_epoch,
+        "val": result.val_metrics,
+    }
+    if spec.evaluate and data.splits["test"]:
+        bundle = ModelBundle.load(spec.out, pm)
+        test = load_eval_data(bundle, spec.data, "test")
+        metrics = evaluate_bundle(bundle, test, spec.out, threads=spec.threads)
+        record_metrics(spec.out, metrics)
+        write_card(spec.out, metrics)
+        summary["test"] = {k: metrics[k] for k in ("levels", "ablation", "ece", "items_per_s")}
+    return summary
+
+
+def _batches(
+    pipeline: Pipeline, products: list[Product], labels: np.ndarray, pool: ThreadPoolExecutor
+) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    for start in range(0, len(products), EVAL_BATCH):
+        items, _ = pipeline.featurize_many(products[start : start + EVAL_BATCH], pool)
+        yield pipeline.collate(items), labels[start : start + EVAL_BATCH]
+
+
+def _short(data: Dataset) -> dict[str, Any]:
+    return {
+        "path": str(data.path),
+        "format": data.fmt,
+        "rows": len(data.records),
+        "splits": {k: len(v) for k, v in data.splits.items()},
+        "classes": dict(zip(data.label_space.levels, data.label_space.sizes(), strict=True)),
+        "options": asdict(data.options),
+    }
