@@ -16,6 +16,7 @@ import sys
 import click
 
 from stream_app.config import SettingsError, load_settings
+from stream_app.redaction import redact_secrets_in_logs
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, short help shown by `prodcat --help` without importing the module)
@@ -71,6 +72,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
         ctx.obj = load_settings(config_path)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    redact_secrets_in_logs(ctx.obj)  # before any command or library can log its options
 
 
 def main() -> None:
