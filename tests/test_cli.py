@@ -1,0 +1,175 @@
+"""The command line as users run it: help everywhere, one-line errors, real broker round trips."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from stream_app.broker import free_port
+from stream_app.cli import COMMANDS, LazyGroup, cli
+
+PRODCAT = [sys.executable, "-m", "stream_app.cli"]
+EXISTING = LazyGroup().list_commands(None)  # type: ignore[arg-type]
+
+
+def run(args: list[str], env: dict[str, str] | None = None):
+    """Invoke ``prodcat`` in-process with a clean prodcat environment."""
+    base = {"PRODCAT_CONFIG": "/nonexistent/prodcat.toml", "PRODCAT_BROKER": ""}
+    return CliRunner().invoke(cli, args, env=base | (env or {}), catch_exceptions=False)
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    result = subprocess.run([*PRODCAT, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for name in ("broker", "topics", "publish", "tail"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", EXISTING)
+def test_every_command_has_help(name: str) -> None:
+    result = run([name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and name in result.output
+    assert name in COMMANDS
+
+
+def test_publish_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run(["publish", str(tmp_path / "nope.csv"), "--broker", "127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "no such file" in result.output and "Traceback" not in result.output
+
+
+def test_publish_without_a_broker_says_how_to_get_one(data_dir: Path) -> None:
+    result = run(["publish", str(data_dir / "pricerunner" / "products.csv")])
+    assert result.exit_code == 1
+    assert "--broker" in result.output and "prodcat broker" in result.output
+
+
+def test_unreachable_broker_fails_fast(data_dir: Path) -> None:
+    port = free_port()  # nobody listens there
+    commands = [["publish", str(data_dir / "pricerunner" / "products.csv")], ["topics"], ["tail"]]
+    env = os.environ | {"PRODCAT_CONFIG": "/nonexistent.toml"}
+    processes = [  # run side by side: each gives up after ~5 s
+        subprocess.Popen(
+            [*PRODCAT, *args, "--broker", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for args in commands
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=30)  # only guards against a hang
+        assert process.returncode == 1
+        assert f"no Kafka broker answers at 127.0.0.1:{port}" in stderr
+        assert "Traceback" not in stderr
+
+
+@pytest.mark.integration
+def test_publish_reports_a_malformed_row_and_sends_the_rest(
+    embedded_broker: str, data_dir: Path, tmp_path: Path
+) -> None:
+    with open(data_dir / "pricerunner" / "products.csv", encoding="utf-8") as handle:
+        header, first, second = (next(handle) for _ in range(3))
+    path = tmp_path / "products.csv"
+    path.write_text(header + first + "99,broken row\n" + second, encoding="utf-8")
+    topic = "cli.malformed"
+    result = run(["publish", str(path), "--broker", embedded_broker, "--topic", topic, "--json"])
+    assert result.exit_code == 1
+    summary = orjson.loads(result.stdout.splitlines()[0])
+    assert (summary["sent"], summary["rejected"]) == (2, 1)
+    assert summary["problems"] == [{"line": 3, "reason": "expected 7 columns, found 2"}]
+    assert "were not published" in result.output
+
+    tail = run(
+        [
+            "tail",
+            "--broker",
+            embedded_broker,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max",
+            "2",
+            "--timeout",
+            "10",
+            "--json",
+        ]
+    )
+    assert tail.exit_code == 0, tail.output
+    keys = sorted(orjson.loads(line)["key"] for line in tail.stdout.splitlines())
+    assert keys == ["1", "2"]
+
+
+@pytest.mark.integration
+def test_topics_creates_and_lists(embedded_broker: str) -> None:
+    result = run(
+        ["topics", "--json"],
+        env={"PRODCAT_BROKER": embedded_broker, "PRODCAT_TOPICS__CATEGORIES": "cli.categories"},
+    )
+    assert result.exit_code == 0, result.output
+    listed = orjson.loads(result.stdout)
+    assert listed["products"] == listed["cli.categories"] == listed["products.dlq"] == 4
+
+
+@pytest.mark.integration
+def test_tail_renders_a_table(embedded_broker: str, data_dir: Path) -> None:
+    catalog = str(data_dir / "fashion" / "catalog.csv")
+    topic = "cli.table"
+    sent = run(
+        [
+            "publish",
+            catalog,
+            "--broker",
+            embedded_broker,
+            "--topic",
+            topic,
+            "--limit",
+            "3",
+            "--json",
+        ]
+    )
+    assert sent.exit_code == 0, sent.output
+    result = run(
+        [
+            "tail",
+            "--broker",
+            embedded_broker,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max",
+            "3",
+            "--timeout",
+            "10",
+        ],
+        env={"COLUMNS": "160"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 message(s) received" in result.output
+    assert "Turtle Check Men Navy Blue Shirt" in result.output
+
+
+@pytest.mark.integration
+def test_broker_command_runs_until_sigterm() -> None:
+    process = subprocess.Popen(
+        [*PRODCAT, "broker", "--port", "0", "--json"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        ready = orjson.loads(process.stdout.readline())  # type: ignore[union-attr]
+        assert ready["bootstrap"].startswith("127.0.0.1:")
+        in_use = run(["broker", "--port", ready["bootstrap"].rsplit(":", 1)[1]])
+        assert in_use.exit_code == 1 and "already in use" in in_use.output
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(ready["pid"], 0)
