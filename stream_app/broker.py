@@ -28,6 +28,10 @@ class BrokerError(RuntimeError):
     """The embedded broker cannot be started; the message says what to do."""
 
 
+class PortInUse(BrokerError):
+    """Another process listens on the broker's port."""
+
+
 def resolve_binary() -> str:
     """Path of the Tansu binary, or :class:`BrokerError` saying how to get one."""
     try:
@@ -76,6 +80,7 @@ class EmbeddedBroker:
         self.requested_port = port
         self.port = port
         self.log_path = Path(log_path) if log_path else None
+        self._own_log = False  # a temporary log is removed after a clean stop
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,16 +95,33 @@ class EmbeddedBroker:
         """Start the broker and wait until it serves Kafka requests."""
         binary = resolve_binary()
         if self.requested_port and _port_in_use(self.host, self.requested_port):
-            raise BrokerError(
+            raise PortInUse(
                 f"port {self.requested_port} on {self.host} is already in use; "
                 "choose another with --port, or --port 0 for any free port"
             )
-        self.port = self.requested_port or free_port(self.host)
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="prodcat-tansu-", suffix=".log")
             os.close(fd)
-            self.log_path = Path(name)
+            self.log_path, self._own_log = Path(name), True
+        retries = 0 if self.requested_port else 2  # a free port can be taken before we bind
+        while True:
+            self.port = self.requested_port or free_port(self.host)
+            self._launch(binary)
+            try:
+                self._wait_ready()
+                return self
+            except PortInUse:
+                self._terminate()
+                if not retries:
+                    raise
+                retries -= 1
+            except BaseException:
+                self._terminate()  # keep the log: the error message points at it
+                raise
+
+    def _launch(self, binary: str) -> None:
         url = f"tcp://{self.host}:{self.port}"
+        assert self.log_path is not None
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(
                 [
@@ -117,12 +139,6 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not the broker
             )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _wait_ready(self) -> None:
         from stream_app.kafka import BrokerUnreachable, probe_metadata
@@ -130,7 +146,11 @@ class EmbeddedBroker:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             assert self._process is not None
-            if self._process.poll() is not None or "AddrInUse" in self._log_text():
+            if "AddrInUse" in self._log_text():
+                raise PortInUse(
+                    f"port {self.port} on {self.host} is already in use; choose another with --port"
+                )
+            if self._process.poll() is not None:
                 raise BrokerError(self._failure_reason())
             try:
                 probe_metadata(self.bootstrap, timeout_s=1.0)
@@ -150,13 +170,16 @@ class EmbeddedBroker:
             return ""
 
     def _failure_reason(self) -> str:
-        if "AddrInUse" in self._log_text():
-            return f"port {self.port} on {self.host} is already in use; choose another with --port"
         tail = " | ".join(self._log_text().strip().splitlines()[-3:])
         return f"embedded broker exited at start-up ({tail or 'no output'}); see {self.log_path}"
 
     def stop(self) -> None:
-        """Stop the broker: SIGTERM, then SIGKILL if it has not exited after a few seconds."""
+        """Stop the broker (SIGTERM, then SIGKILL) and remove its temporary log."""
+        self._terminate()
+        if self._own_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+
+    def _terminate(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
