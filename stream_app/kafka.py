@@ -22,8 +22,8 @@ class BrokerUnreachable(ConnectionError):
     """No Kafka broker answered at the bootstrap address in time."""
 
 
-def kafka_python_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
-    """Connection and security options accepted by every kafka-python client."""
+def _base_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """Options kafka-python and aiokafka spell the same way."""
     kafka = settings.kafka
     options: dict[str, Any] = {
         "bootstrap_servers": _servers(bootstrap),
@@ -37,9 +37,15 @@ def kafka_python_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
             "sasl_plain_username": kafka.sasl_username,
             "sasl_plain_password": kafka.sasl_password,
         }
+    return options
+
+
+def kafka_python_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """Connection and security options accepted by every kafka-python client."""
+    options = _base_options(settings, bootstrap)
     for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(kafka, name):
-            options[name] = getattr(kafka, name)
+        if getattr(settings.kafka, name):
+            options[name] = getattr(settings.kafka, name)
     return options
 
 
@@ -56,22 +62,10 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 def aiokafka_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
     """Connection and security options for aiokafka producers and consumers."""
-    kafka = settings.kafka
-    options: dict[str, Any] = {
-        "bootstrap_servers": _servers(bootstrap),
-        "client_id": kafka.client_id,
-        "security_protocol": kafka.security_protocol,
-        "request_timeout_ms": kafka.request_timeout_ms,
-    }
+    options = _base_options(settings, bootstrap)
     context = ssl_context(settings)
     if context is not None:
         options["ssl_context"] = context
-    if kafka.sasl_mechanism:
-        options |= {
-            "sasl_mechanism": kafka.sasl_mechanism,
-            "sasl_plain_username": kafka.sasl_username,
-            "sasl_plain_password": kafka.sasl_password,
-        }
     return options
 
 

@@ -25,6 +25,12 @@ def run(args: list[str], env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, args, env=base | (env or {}), catch_exceptions=False)
 
 
+def tail_from_start(bootstrap: str, topic: str, count: int, *extra: str, env=None):
+    """``prodcat tail`` of the first ``count`` messages of ``topic``."""
+    args = ["tail", "--broker", bootstrap, "--topic", topic, "--from-beginning"]
+    return run([*args, "--max", str(count), "--timeout", "10", *extra], env)
+
+
 def test_top_level_help_lists_the_commands() -> None:
     result = subprocess.run([*PRODCAT, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -89,21 +95,7 @@ def test_publish_reports_a_malformed_row_and_sends_the_rest(
     assert summary["problems"] == [{"line": 3, "reason": "expected 7 columns, found 2"}]
     assert "were not published" in result.output
 
-    tail = run(
-        [
-            "tail",
-            "--broker",
-            embedded_broker,
-            "--topic",
-            topic,
-            "--from-beginning",
-            "--max",
-            "2",
-            "--timeout",
-            "10",
-            "--json",
-        ]
-    )
+    tail = tail_from_start(embedded_broker, topic, 2, "--json")
     assert tail.exit_code == 0, tail.output
     keys = sorted(orjson.loads(line)["key"] for line in tail.stdout.splitlines())
     assert keys == ["1", "2"]
@@ -138,21 +130,7 @@ def test_tail_renders_a_table(embedded_broker: str, data_dir: Path) -> None:
         ]
     )
     assert sent.exit_code == 0, sent.output
-    result = run(
-        [
-            "tail",
-            "--broker",
-            embedded_broker,
-            "--topic",
-            topic,
-            "--from-beginning",
-            "--max",
-            "3",
-            "--timeout",
-            "10",
-        ],
-        env={"COLUMNS": "160"},
-    )
+    result = tail_from_start(embedded_broker, topic, 3, env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     assert "3 message(s) received" in result.output
     assert "Turtle Check Men Navy Blue Shirt" in result.output
