@@ -473,3 +473,24 @@ def test_up_alerts_name_scrape_jobs_that_exist(alert_rules: list[dict[str, Any]]
         for name, matchers in _selectors(rule["expr"]):
             if name == "up":
                 assert {value for label, _, value in matchers if label == "job"} <= jobs
+
+
+# --- docs/operations.md stays in step ----------------------------------------------------------
+
+OPERATIONS = REPO_ROOT / "docs" / "operations.md"
+
+
+def test_operations_guide_shows_the_alert_rules_as_deployed(
+    alert_rules: list[dict[str, Any]],
+) -> None:
+    guide = OPERATIONS.read_text(encoding="utf-8")
+    for rule in alert_rules:
+        assert f"`{rule['alert']}` | `{rule['expr']}` | {rule['for']} |" in guide, rule["alert"]
+
+
+def test_operations_guide_documents_every_compose_variable() -> None:
+    guide = OPERATIONS.read_text(encoding="utf-8")
+    variables = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE.read_text(encoding="utf-8")))
+    assert variables
+    for variable in variables:
+        assert f"| `{variable}` |" in guide, f"{variable} is not in the guide's table"
