@@ -208,7 +208,7 @@ def _b64(data: bytes | None) -> str | None:
 
 
 def _stage_name(stage: str) -> str:
-    name = re.sub(r"[^a-z_]", "_", stage.lower())[:32].lstrip("_")
+    name = re.sub(r"[^a-z0-9_.-]", "_", stage.lower()).lstrip("0123456789_.-")[:64]
     return name or "unknown"
 
 

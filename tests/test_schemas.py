@@ -168,6 +168,20 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
     assert len(letter["error"]["message"]) == 2000
 
 
+@pytest.mark.parametrize(
+    ("stage", "recorded"),
+    [
+        ("schema", "schema"),
+        ("text.hashgram", "text.hashgram"),
+        ("My Plugin!", "my_plugin_"),
+        ("", "unknown"),
+    ],
+)
+def test_dead_letter_stage_names(stage: str, recorded: str) -> None:
+    letter = make_dead_letter(b"{}", None, "products", 0, 1, stage, "ComponentError", "no")
+    assert letter["stage"] == recorded
+
+
 def test_dead_letter_of_a_tombstone() -> None:
     letter = make_dead_letter(None, None, "products", 0, 0, "decode", "EventError", "no value")
     assert letter["original"] == {"value": None, "key": None}
