@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import functools
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, distribution
@@ -120,16 +123,20 @@ def test_image_installs_the_serving_extra_with_the_pins(stages: list[Stage]) -> 
     assert set(target[2:-1].split(",")) == {"cpu"}
 
 
-def test_serving_dependency_closure_has_no_torch() -> None:
-    """Core + ``cpu`` extra, followed through every installed requirement, never reach torch."""
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@functools.cache
+def serving_distributions() -> frozenset[str]:
+    """Core + ``cpu`` extra, followed through every installed requirement: what the image holds."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     roots = project["dependencies"] + project["optional-dependencies"]["cpu"]
-    seen: set[str] = set()
+    seen = {"prodcat"}
     todo = [Requirement(r) for r in roots]
     while todo:
         requirement = todo.pop()
-        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
-        assert name not in TRAINING_ONLY, f"serving dependencies pull in {name}"
+        name = _norm(requirement.name)
         if name in seen:
             continue
         seen.add(name)
@@ -141,7 +148,70 @@ def test_serving_dependency_closure_has_no_torch() -> None:
             child = Requirement(text)
             if child.marker is None or child.marker.evaluate({"extra": _extras(requirement)}):
                 todo.append(child)
-    assert {"faust-streaming", "onnxruntime", "tokenizers"} <= seen
+    return frozenset(seen)
+
+
+def test_serving_dependency_closure_has_no_torch() -> None:
+    serving = serving_distributions()
+    assert not serving & TRAINING_ONLY, f"serving dependencies pull in {serving & TRAINING_ONLY}"
+    assert {"faust-streaming", "onnxruntime", "tokenizers"} <= serving
+
+
+BLOCK_NON_SERVING = """
+import importlib.abc, importlib.metadata, json, re, sys
+allowed = set(json.loads(sys.argv[1]))
+owners = importlib.metadata.packages_distributions()
+
+class NotInImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        dists = owners.get(name.partition(".")[0], [])
+        if dists and not any(re.sub(r"[-_.]+", "-", d).lower() in allowed for d in dists):
+            raise ModuleNotFoundError(f"{name} is not installed in the serving image")
+        return None
+
+sys.meta_path.insert(0, NotInImage())
+"""
+
+SERVING_IMPORTS = """
+import importlib, importlib.util
+from stream_app.cli import COMMANDS
+from stream_app.plugin_manager import create_plugin_manager
+
+for module in ("stream_app.app", "stream_app.worker", "stream_app.bundle"):
+    importlib.import_module(module)
+commands = []
+for name, (module, _) in COMMANDS.items():
+    if name not in ("train", "evaluate", "bench") and importlib.util.find_spec(module):
+        importlib.import_module(module)
+        commands.append(name)
+manager = create_plugin_manager()
+print(json.dumps({
+    "commands": commands,
+    "components": [info.name for info in manager.components()],
+    "failures": [str(f) for f in manager.failures() if f.distribution == "prodcat"],
+}))
+"""
+
+
+def test_serving_code_runs_with_only_the_image_packages() -> None:
+    """Import the worker, the serving commands and every built-in plugin in a Python that can
+    see only the image's distributions: a stray torch import would break the container.
+    (Third-party plugins installed here, like the example, are not in the image.)"""
+    allowed = json.dumps(sorted(serving_distributions()))
+    script = BLOCK_NON_SERVING + SERVING_IMPORTS
+    done = subprocess.run(
+        [sys.executable, "-c", script, allowed],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["failures"] == []
+    assert {"topics", "tail", "publish"} <= set(report["commands"])
+    assert any(name.startswith("text.") for name in report["components"])
+    assert any(name.startswith("image.") for name in report["components"])
 
 
 def _extras(requirement: Requirement) -> str:
