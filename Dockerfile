@@ -30,9 +30,12 @@ RUN python -m venv /opt/prodcat/venv \
 FROM python:3.11-slim
 
 # A fixed numeric id, so orchestrators that insist on non-root (runAsNonRoot) can verify it.
+# Its home holds the only writable state: the cache, where Faust keeps its data directory
+# (created here because Faust creates only the last level of that path).
 RUN groupadd --system --gid 10001 prodcat \
     && useradd --system --uid 10001 --gid prodcat --home-dir /var/lib/prodcat \
-        --create-home --shell /usr/sbin/nologin prodcat
+        --create-home --shell /usr/sbin/nologin prodcat \
+    && install -d -o prodcat -g prodcat /var/lib/prodcat/cache
 
 COPY --from=build /opt/prodcat /opt/prodcat
 
@@ -45,7 +48,6 @@ ENV PATH=/opt/prodcat/venv/bin:$PATH \
     PRODCAT_WORKER__WEB_HOST=0.0.0.0 \
     PRODCAT_WORKER__WEB_PORT=6066
 
-# Faust keeps its local state in the working directory: the user's home, the only writable place.
 WORKDIR /var/lib/prodcat
 USER 10001:10001
 
