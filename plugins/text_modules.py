@@ -38,6 +38,35 @@ class HashgramBag(nn.Module):
         return (self.embedding(ids) * weights.unsqueeze(-1)).sum(1)
 
 
+def load_minilm(model_dir: Path) -> nn.Module:
+    """The BERT body of MiniLM, offline, without its unused pooler.
+
+    transformers' load report (it lists the pooler weights we leave out) and progress bar
+    are silenced; a weight the model lacks is checked here instead and is an error.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = AutoModel.from_pretrained(
+            str(model_dir),
+            local_files_only=True,
+            add_pooling_layer=False,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+    if info["missing_keys"]:
+        raise ValueError(f"text.minilm: {model_dir} lacks weights {info['missing_keys'][:3]}")
+    return model
+
+
 class MiniLMModule(FrozenParts):
     """all-MiniLM-L6-v2 with mean pooling over the attention mask, as sentence-transformers.
 
@@ -47,12 +76,7 @@ class MiniLMModule(FrozenParts):
 
     def __init__(self, model_dir: Path, trainable_layers: int, normalize: bool) -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel
-
-        self.model = AutoModel.from_pretrained(
-            str(model_dir), local_files_only=True, add_pooling_layer=False
-        )
+        self.model = load_minilm(model_dir)
         layers = list(self.model.encoder.layer)
         if not 0 <= trainable_layers <= len(layers):
             raise ValueError(
