@@ -68,6 +68,8 @@ def train(
     config: TrainConfig,
 ) -> TrainResult:
     """Fit ``model`` on ``train_idx`` rows; ``labels`` is (rows, levels) of class indices."""
+    if config.epochs < 1 or not len(train_idx) or not len(val_idx):
+        raise ValueError("training needs epochs >= 1 and non-empty train and val splits")
     device = pick_device(config.device)
     seed_everything(config.seed)
     model.to(device)
@@ -75,7 +77,7 @@ def train(
         model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     rng = np.random.default_rng(config.seed)
-    best: tuple[float, int, dict[str, Any], dict[str, Any]] | None = None
+    best = (-1.0, 0, {}, copy.deepcopy(model.state_dict()))
     history: list[dict[str, Any]] = []
     bar = tqdm(range(1, config.epochs + 1), desc="train", unit="epoch")
     for epoch in bar:
@@ -95,12 +97,11 @@ def train(
         score = selection_score(val)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val": val, "score": score})
         bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_f1=f"{score:.4f}")
-        if best is None or score > best[0]:
+        if score > best[0]:
             best = (score, epoch, val, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= config.patience:
             break
     bar.close()
-    assert best is not None, "epochs must be >= 1"
     model.load_state_dict(best[3])
     model.eval()
     return TrainResult(best[1], best[0], best[2], history, device)
