@@ -33,7 +33,8 @@ def _plot_curve(history: list[dict[str, Any]], path: Path) -> None:
     score_ax = loss_ax.twinx()
     score_ax.plot(epochs, [h["score"] for h in history], color="tab:blue", label="val F1")
     score_ax.set_ylabel("validation mean macro-F1")
-    fig.legend(loc="center right")
+    lines = [*loss_ax.get_lines(), *score_ax.get_lines()]
+    loss_ax.legend(lines, [line.get_label() for line in lines], loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
