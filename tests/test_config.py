@@ -51,7 +51,7 @@ def test_environment_overrides_toml(tmp_path: Path) -> None:
 
 
 def test_config_file_from_environment_variable(tmp_path: Path) -> None:
-    path = write_toml(tmp_path, "[topics]\ncategories = \"cats\"\n")
+    path = write_toml(tmp_path, '[topics]\ncategories = "cats"\n')
     assert load_settings(env={"PRODCAT_CONFIG": str(path)}).topics.categories == "cats"
 
 
