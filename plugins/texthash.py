@@ -8,6 +8,7 @@ a few long "words" whose character n-grams carry the meaning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -21,8 +22,13 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def bucket(token: str, buckets: int) -> int:
-    """A stable id in ``1..buckets`` for ``token``; 0 (``PAD_ID``) stays free for padding."""
+    """A stable id in ``1..buckets`` for ``token``; 0 (``PAD_ID``) stays free for padding.
+
+    Cached: product titles share most of their words and n-grams, so the worker hashes
+    each one once instead of for every event.
+    """
     digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
     return 1 + int.from_bytes(digest, "little") % buckets
 
