@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -14,6 +15,8 @@ from click.testing import CliRunner
 
 from stream_app.broker import free_port
 from stream_app.cli import COMMANDS, LazyGroup, cli
+from stream_app.config import Settings
+from stream_app.kafka import ensure_topics, producer
 
 PRODCAT = [sys.executable, "-m", "stream_app.cli"]
 EXISTING = LazyGroup().list_commands(None)  # type: ignore[arg-type]
@@ -151,3 +154,40 @@ def test_broker_command_runs_until_sigterm() -> None:
         assert process.wait(timeout=20) == 0
     with pytest.raises(ProcessLookupError):
         os.kill(ready["pid"], 0)
+
+
+@pytest.mark.integration
+def test_tail_without_from_beginning_shows_only_new_messages(embedded_broker: str) -> None:
+    settings = Settings(broker=embedded_broker)
+    topic = "cli.new-only"
+    ensure_topics(settings, embedded_broker, extra=(topic,))
+    client = producer(settings, embedded_broker)
+    for number in range(20):
+        client.send(topic, key=f"old-{number}".encode(), value=b'{"title": "old"}')
+    client.flush()
+    tail = subprocess.Popen(
+        [
+            *PRODCAT,
+            "tail",
+            "--broker",
+            embedded_broker,
+            "--topic",
+            topic,
+            "--json",
+            "--max",
+            "3",
+            "--timeout",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    number = 0
+    while tail.poll() is None and number < 200:  # keep publishing until tail has seen 3
+        client.send(topic, key=f"new-{number}".encode(), value=b'{"title": "new"}').get(10)
+        number += 1
+        time.sleep(0.1)
+    client.close()
+    output, _ = tail.communicate(timeout=30)
+    keys = [orjson.loads(line)["key"] for line in output.splitlines()]
+    assert len(keys) == 3 and all(key.startswith("new-") for key in keys), keys
