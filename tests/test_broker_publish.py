@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.broker import BrokerError, EmbeddedBroker
+from stream_app.broker import BrokerError, EmbeddedBroker, broker_for
 from stream_app.config import Settings
 from stream_app.events import decode_product
-from stream_app.kafka import consumer, ensure_topics, producer
+from stream_app.kafka import BrokerUnreachable, consumer, ensure_topics, probe_metadata, producer
 from stream_app.publisher import publish_rows
 from stream_app.sources import SourceRow, read_source
 
@@ -84,3 +84,13 @@ def test_stop_ends_the_broker_process() -> None:
     assert not broker.running()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_broker_for_uses_the_configured_broker_or_starts_one() -> None:
+    with broker_for(Settings(broker="kafka.example:9092")) as bootstrap:
+        assert bootstrap == "kafka.example:9092"  # nothing started, nothing contacted
+    with broker_for(Settings()) as bootstrap:
+        assert probe_metadata(bootstrap) == []  # a fresh, empty embedded broker
+        assert bootstrap.startswith("127.0.0.1:")
+    with pytest.raises(BrokerUnreachable):
+        probe_metadata(bootstrap, timeout_s=1)  # stopped with the block
