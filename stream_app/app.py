@@ -100,8 +100,11 @@ class WorkerApp:
 
 def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerApp:
     """The worker's Faust app, wired to ``runtime``; not started."""
-    app = faust.App(settings.worker.group_id, **faust_config(settings, bootstrap))
-    products = app.topic(settings.topics.products)
+    config = faust_config(settings, bootstrap)
+    Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.worker.group_id, **config)
+    products_name = settings.topics.products
+    products = app.topic(products_name)
     categories = app.topic(settings.topics.categories)
     dlq = app.topic(settings.topics.dlq)
     publisher = FaustPublisher(runtime, categories, dlq)
@@ -126,9 +129,8 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerAp
     @app.on_partitions_assigned.connect
     async def joined(_app: Any, assigned: Any, **_: Any) -> None:
         runtime.assigned_partitions = True
-        log.info(
-            "assigned partitions: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
-        )
+        runtime.partitions = sorted(tp.partition for tp in assigned if tp.topic == products_name)
+        log.info("assigned %s partitions: %s", products_name, runtime.partitions or "none")
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
@@ -144,6 +146,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerAp
             "ready": runtime.ready,
             "model_loaded": runtime.started,
             "partitions_assigned": runtime.assigned_partitions,
+            "partitions": runtime.partitions,
             "publishing_ok": runtime.publishing_ok,
         }
         return web.json(body, status=200 if runtime.ready else 503)

@@ -8,8 +8,10 @@ Semantics follow Triton's dynamic batcher, so they are familiar to whoever runs 
   Kafka agent down instead of letting memory grow (back-pressure).
 * Every item has a deadline; an item still unanswered when it passes fails with
   :class:`DeadlineExceeded`, it is never dropped silently.
-* Each item gets its own future. A featurizer that raises fails that item only; a batch
-  whose collate or inference raises fails that batch's items only; the batcher runs on.
+* Each item gets its own future. A featurizer that raises fails that item only. When a
+  batch's collate or inference raises, its items are retried one by one, so only the item
+  that fails alone gets the error (one poisoned event must not sink its batch-mates); the
+  batcher runs on.
 
 Work is split so the event loop (Kafka heartbeats, commits, web views) never blocks:
 featurizing runs in a thread pool, inference in ONE dedicated thread (an ONNX session is
@@ -268,25 +270,40 @@ class MicroBatcher(Generic[Item, Result]):
             if not ready:
                 return
             try:
-                inputs = await loop.run_in_executor(
-                    self._pool, model.collate, [f for _, f in ready]
-                )
-                started = loop.time()
-                outputs = await loop.run_in_executor(self._infer_thread, model.infer, inputs)
-                self._observer.on_inference(len(ready), loop.time() - started)
-                if len(outputs) != len(ready):
-                    raise InferenceError(
-                        f"model returned {len(outputs)} results for {len(ready)} items"
-                    )
-            except Exception as exc:  # noqa: BLE001 - a bad batch fails its items, not us
-                error = exc if isinstance(exc, InferenceError) else InferenceError(_reason(exc))
-                for pending, _ in ready:
-                    _settle(pending.future, exc=error)
+                outputs = await self._infer(model, [f for _, f in ready])
+            except InferenceError as error:
+                if len(ready) == 1:
+                    _settle(ready[0][0].future, exc=error)
+                    return
+                # One poisoned item must not sink its batch-mates: run each alone.
+                for pending, feature in ready:
+                    try:
+                        (output,) = await self._infer(model, [feature])
+                    except InferenceError as alone:
+                        _settle(pending.future, exc=alone)
+                    else:
+                        _settle(pending.future, result=output)
                 return
             for (pending, _), output in zip(ready, outputs, strict=True):
                 _settle(pending.future, result=output)
         finally:
             self._slots.release()
+
+    async def _infer(
+        self, model: BatchModel[Item, Result], features: list[Any]
+    ) -> Sequence[Result]:
+        """Collate (pool) and run (inference thread) one batch; any failure -> InferenceError."""
+        loop = asyncio.get_running_loop()
+        try:
+            inputs = await loop.run_in_executor(self._pool, model.collate, features)
+            started = loop.time()
+            outputs = await loop.run_in_executor(self._infer_thread, model.infer, inputs)
+            self._observer.on_inference(len(features), loop.time() - started)
+        except Exception as exc:  # noqa: BLE001 - a bad batch fails its items, not the batcher
+            raise InferenceError(_reason(exc)) from exc
+        if len(outputs) != len(features):
+            raise InferenceError(f"model returned {len(outputs)} results for {len(features)} items")
+        return outputs
 
 
 def _reason(exc: BaseException) -> str:

@@ -30,7 +30,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class WorkerMetrics:
     """Every metric the worker exports; ``render()`` gives the /metrics body."""
 
-    content_type = CONTENT_TYPE_LATEST
+    # aiohttp takes the charset separately; the exposition format is UTF-8 anyway.
+    content_type = CONTENT_TYPE_LATEST.split(";")[0]
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -75,6 +75,7 @@ class Runtime:
         self._start_lock = asyncio.Lock()
         self.publishing_ok = True
         self.assigned_partitions = False
+        self.partitions: list[int] = []  # partitions of the products topic this worker owns
         identity = model.identity()
         self.metrics.set_model(
             identity["name"], identity["version"], identity["fingerprint"], model.session.providers

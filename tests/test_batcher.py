@@ -182,21 +182,41 @@ def test_deadline_already_past_fails_without_running() -> None:
     run(scenario())
 
 
-def test_failing_batch_fails_only_its_items() -> None:
+def test_poisoned_item_fails_alone_and_its_batch_mates_succeed() -> None:
     def explode(batch: list[int]) -> None:
         if 13 in batch:
             raise RuntimeError("model exploded")
 
-    async def scenario() -> None:
+    async def scenario() -> Recorder:
         model = Recorder(infer_hook=explode)
-        cfg = BatcherConfig(max_batch_size=2, max_delay_ms=600_000)
+        cfg = BatcherConfig(max_batch_size=3, max_delay_ms=600_000)
         async with MicroBatcher(model, cfg) as batcher:
-            bad = [await batcher.submit(12), await batcher.submit(13)]
-            good = [await batcher.submit(1), await batcher.submit(2)]
-            outcomes = await asyncio.gather(*bad, *good, return_exceptions=True)
-        assert all(isinstance(o, InferenceError) for o in outcomes[:2])
-        assert "model exploded" in str(outcomes[0])
-        assert outcomes[2:] == [2, 4]
+            futures = [await batcher.submit(i) for i in (12, 13, 14)]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            again = await asyncio.gather(*[batcher.run(i) for i in (1, 2, 3)])
+            assert again == [2, 4, 6], "the batcher must keep running"
+        assert outcomes[0] == 24 and outcomes[2] == 28
+        assert isinstance(outcomes[1], InferenceError)
+        assert "model exploded" in str(outcomes[1])
+        return model
+
+    model = run(scenario())
+    assert [12, 13, 14] in model.batches and [13] in model.batches
+
+
+def test_broken_model_fails_every_item_but_not_the_batcher() -> None:
+    class Broken(Recorder):
+        def infer(self, batch: list[int]) -> list[int]:
+            raise RuntimeError("no GPU memory")
+
+    async def scenario() -> None:
+        cfg = BatcherConfig(max_batch_size=4, max_delay_ms=600_000)
+        async with MicroBatcher(Broken(), cfg) as batcher:
+            futures = [await batcher.submit(i) for i in range(4)]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            assert all(isinstance(o, InferenceError) for o in outcomes)
+            batcher.use_model(Recorder())
+            assert await asyncio.gather(*[batcher.run(i) for i in range(4)]) == [0, 2, 4, 6]
 
     run(scenario())
 
