@@ -30,12 +30,10 @@ RUN python -m venv /opt/prodcat/venv \
 FROM python:3.11-slim
 
 # A fixed numeric id, so orchestrators that insist on non-root (runAsNonRoot) can verify it.
-# Its home holds the only writable state: the cache, where Faust keeps its data directory
-# (created here because Faust creates only the last level of that path).
+# Its home is the only writable place: the cache (Faust's data directory) lives there.
 RUN groupadd --system --gid 10001 prodcat \
     && useradd --system --uid 10001 --gid prodcat --home-dir /var/lib/prodcat \
-        --create-home --shell /usr/sbin/nologin prodcat \
-    && install -d -o prodcat -g prodcat /var/lib/prodcat/cache
+        --create-home --shell /usr/sbin/nologin prodcat
 
 COPY --from=build /opt/prodcat /opt/prodcat
 
