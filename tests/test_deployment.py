@@ -334,10 +334,13 @@ def worker_settings(
     return load_settings(path, env=env)
 
 
+def _default(value: Any) -> str:
+    """``${VAR:-default}`` replaced by the default, as compose does when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
 def _defaults(env: dict[str, Any]) -> dict[str, str]:
-    """Environment values with ``${VAR:-default}`` replaced by the default, as compose does
-    when the variable is unset."""
-    return {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+    return {key: _default(value) for key, value in env.items()}
 
 
 def _kafka_env(services: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -356,7 +359,7 @@ def _listeners(value: str) -> dict[str, tuple[str, int]]:
 
 def test_kafka_runs_in_kraft_mode_without_zookeeper(services: dict[str, dict[str, Any]]) -> None:
     env = _kafka_env(services)
-    assert services["kafka"]["image"].split(":-")[-1].startswith("apache/kafka:")
+    assert _default(services["kafka"]["image"]).startswith("apache/kafka:")
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     for name, service in services.items():
         assert "zookeeper" not in str(service.get("image", "")).lower(), name
