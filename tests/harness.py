@@ -1,0 +1,102 @@
+"""Test harness around real worker processes: a photo server and a topic reader.
+
+Shared by the worker end-to-end tests and the reliability tests built on them (crash
+recovery, overload...). Everything binds 127.0.0.1 on free ports and is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stream_app.config import Settings
+from stream_app.kafka import consumer as kafka_consumer
+
+
+class PhotoServer:
+    """Serves ``<root>/<name>`` as image/jpeg, plus hostile routes, on 127.0.0.1."""
+
+    def __init__(self, root: Path) -> None:
+        photos = root
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path == "/loop":
+                    self._redirect("/loop")
+                elif self.path == "/page":
+                    self._send(200, "text/html", b"<html>not a photo</html>")
+                elif self.path.startswith("/photos/"):
+                    file = photos / Path(self.path).name
+                    if file.is_file():
+                        self._send(200, "image/jpeg", file.read_bytes())
+                    else:
+                        self._send(404, "text/plain", b"no such photo")
+                else:
+                    self._send(404, "text/plain", b"not found")
+
+            def _redirect(self, target: str) -> None:
+                self.send_response(302)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> PhotoServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def read_topic(
+    settings: Settings, bootstrap: str, topic: str, expect: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start until ``expect`` messages arrived or the time is up."""
+    from kafka import TopicPartition
+
+    consumer = kafka_consumer(
+        settings, bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    partitions = sorted(consumer.partitions_for_topic(topic) or [])
+    assert partitions, f"topic {topic} does not exist"
+    consumer.assign([TopicPartition(topic, p) for p in partitions])
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expect and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    messages.append(
+                        {
+                            "key": record.key,
+                            "value": orjson.loads(record.value),
+                            "headers": dict(record.headers or []),
+                            "partition": record.partition,
+                        }
+                    )
+    finally:
+        consumer.close()
+    return messages

@@ -1,0 +1,280 @@
+"""The worker end to end: embedded broker, real worker processes, a real multimodal bundle.
+
+The bundle (hashgram titles + frozen EfficientNet-Lite0 photos) is trained by the project's
+own training code on the first fashion rows with a photo and cached under the cache dir, so
+only the first run pays for it. The products published here are the *last* fashion rows
+with a photo, which that training never saw; half carry the photo inline, half by URL from
+a local server (allow-listed), plus 50 bad events of ten kinds.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from harness import PhotoServer, read_topic
+
+from stream_app.bundle import BundleError, ModelBundle
+from stream_app.config import REPO_ROOT, Settings
+from stream_app.kafka import ensure_topics
+from stream_app.kafka import producer as kafka_producer
+from stream_app.sources import read_source
+from stream_app.worker_process import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.training]
+
+TRAIN_ROWS = 600
+PRODUCTS = 500
+BAD_PER_KIND = 5
+OUTCOME_TIMEOUT_S = 600.0  # upper bound only
+TRACEPARENT = "00-{:032x}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture(scope="module")
+def bundle(data_dir: Path) -> Path:
+    """A real bundle trained on the first TRAIN_ROWS fashion rows with a photo (cached)."""
+    from training.datasets import DatasetOptions
+    from training.recipe import TrainSpec, run_training
+    from training.trainer import TrainConfig
+
+    cache = REPO_ROOT / Settings().cache_dir
+    out = cache / "test-bundles" / f"fashion-photo-{TRAIN_ROWS}"
+    try:
+        ModelBundle.load(out)
+        return out
+    except BundleError:
+        pass
+    run_training(
+        TrainSpec(
+            data=data_dir / "fashion" / "catalog.csv",
+            out=out,
+            dataset=DatasetOptions(with_images_only=True, limit=TRAIN_ROWS),
+            encoders=[("text.hashgram", {}), ("image.efficientnet_lite0", {})],
+            train=TrainConfig(epochs=8, batch_size=64, patience=4, lr=3e-3),
+            cache_dir=cache / "features",
+            evaluate=False,
+            overwrite=True,
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo_server(data_dir: Path) -> Iterator[PhotoServer]:
+    with PhotoServer(data_dir / "fashion" / "images") as server:
+        yield server
+
+
+def unseen_products(data_dir: Path, count: int) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """(event without photo, labels) of the last ``count`` fashion rows that have a photo."""
+    catalog = data_dir / "fashion" / "catalog.csv"
+    with catalog.open(encoding="utf-8-sig", newline="") as handle:
+        photos = {row["id"]: row["image"] for row in csv.DictReader(handle) if row["image"]}
+    rows = [
+        row
+        for row in read_source(catalog, "fashion", inline_images=False)
+        if row.event is not None and row.event["product_id"] in photos
+    ]
+    picked = rows[-count:]
+    return [({**r.event, "_photo": photos[r.event["product_id"]]}, r.labels) for r in picked]
+
+
+def with_photo(event: dict[str, Any], index: int, data_dir: Path, server: PhotoServer) -> dict:
+    """Even rows get the photo inline, odd rows by URL from the local photo server."""
+    event = dict(event)
+    photo = event.pop("_photo")
+    if index % 2 == 0:
+        data = (data_dir / "fashion" / photo).read_bytes()
+        event["image"] = {"data": base64.b64encode(data).decode(), "media_type": "image/jpeg"}
+    else:
+        event["image"] = {"url": server.url(f"/photos/{Path(photo).name}")}
+    return event
+
+
+def bad_events(
+    good: dict[str, Any], data_dir: Path, server: PhotoServer
+) -> list[tuple[bytes, str]]:
+    """(raw value, expected dead-letter stage): ten kinds of broken events."""
+
+    jpeg = next((data_dir / "fashion" / "images").glob("*.jpg")).read_bytes()
+
+    def variant(**fields: Any) -> bytes:
+        event = {k: v for k, v in good.items() if k != "_photo"} | fields
+        return orjson.dumps({k: v for k, v in event.items() if v is not None})
+
+    def inline(data: bytes) -> dict[str, str]:
+        return {"data": base64.b64encode(data).decode(), "media_type": "image/jpeg"}
+
+    return [
+        (b"{not json", "decode"),
+        (b"\xff\xfe\xfd not utf-8", "decode"),
+        (variant(title=None), "schema"),
+        (variant(title=42), "schema"),
+        (variant(colour="blue"), "schema"),
+        (variant(image=inline(b"this is not a photo at all")), "image.decode"),
+        (variant(image=inline(jpeg[: len(jpeg) // 3])), "image.decode"),
+        (variant(image={"url": "http://169.254.169.254/latest/meta-data/"}), "image_fetch"),
+        (variant(image={"url": server.url("/loop")}), "image_fetch"),
+        (variant(image={"url": server.url("/page")}), "image_fetch"),
+    ]
+
+
+def worker_env(tmp_path: Path, topics: dict[str, str], group: str) -> dict[str, str]:
+    return {
+        "PRODCAT_IMAGES__ALLOW_HOSTS": "127.0.0.1",
+        "PRODCAT_CACHE_DIR": str(tmp_path / "cache"),
+        "PRODCAT_WORKER__GROUP_ID": group,
+        "PRODCAT_TOPICS__PRODUCTS": topics["products"],
+        "PRODCAT_TOPICS__CATEGORIES": topics["categories"],
+        "PRODCAT_TOPICS__DLQ": topics["dlq"],
+    }
+
+
+def topic_settings(prefix: str) -> tuple[Settings, dict[str, str]]:
+    settings = Settings()
+    names = {"products": f"{prefix}-products", "categories": f"{prefix}-categories"}
+    names["dlq"] = f"{prefix}-products.dlq"
+    settings.topics.products = names["products"]
+    settings.topics.categories = names["categories"]
+    settings.topics.dlq = names["dlq"]
+    return settings, names
+
+
+def publish(settings: Settings, bootstrap: str, messages: list[tuple[bytes, bytes, str]]) -> None:
+    """(key, value, traceparent) each to the products topic, acknowledged."""
+    producer = kafka_producer(settings, bootstrap)
+    try:
+        for key, value, traceparent in messages:
+            producer.send(
+                settings.topics.products,
+                key=key,
+                value=value,
+                headers=[("traceparent", traceparent.encode())],
+            )
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def test_products_and_bad_events_each_end_as_exactly_one_outcome(
+    bundle: Path, photo_server: PhotoServer, data_dir: Path, embedded_broker: str, tmp_path: Path
+) -> None:
+    settings, topics = topic_settings("e2e")
+    ensure_topics(settings, embedded_broker)
+    products = unseen_products(data_dir, PRODUCTS)
+    labels = {event["product_id"]: label for event, label in products}
+
+    good = [
+        (str(e["product_id"]).encode(), orjson.dumps(with_photo(e, i, data_dir, photo_server)))
+        for i, (e, _) in enumerate(products)
+    ]
+    kinds = bad_events(products[0][0], data_dir, photo_server)
+    bad = [(f"bad-{k}-{n}".encode(), raw) for k, (raw, _) in enumerate(kinds) for n in range(5)]
+    expected_stage = {f"bad-{k}-{n}": stage for k, (_, stage) in enumerate(kinds) for n in range(5)}
+    messages = [
+        (key, value, TRACEPARENT.format(i + 1)) for i, (key, value) in enumerate(good + bad)
+    ]
+
+    worker = WorkerProcess(
+        bundle, embedded_broker, tmp_path / "worker.log", worker_env(tmp_path, topics, "e2e")
+    ).start()
+    try:
+        worker.wait_ready()
+        publish(settings, embedded_broker, messages)
+        assignments = read_topic(
+            settings, embedded_broker, topics["categories"], PRODUCTS, OUTCOME_TIMEOUT_S
+        )
+        letters = read_topic(settings, embedded_broker, topics["dlq"], len(bad), 60)
+        time.sleep(2)  # the worker counts an outcome just after its produce is acknowledged
+        assert (
+            worker.metric("prodcat_events_total", {"outcome": "assigned", "stage": ""}) == PRODUCTS
+        )
+
+        ids = Counter(a["value"]["product_id"] for a in assignments)
+        assert set(ids) == set(labels) and max(ids.values()) == 1, "missing or duplicated"
+        stages = {
+            base64.b64decode(d["value"]["original"]["key"]).decode(): d["value"]["stage"]
+            for d in letters
+        }
+        assert len(letters) == len(bad) and stages == expected_stage, worker.tail()
+
+        first = assignments[0]
+        traceparent = first["headers"]["traceparent"].decode()
+        assert first["value"]["traceparent"] == traceparent
+        assert first["value"]["model"]["fingerprint"] == ModelBundle.load(bundle).fingerprint
+
+        hits = sum(
+            a["value"]["category_path"][0]["label"]
+            == labels[a["value"]["product_id"]]["masterCategory"]
+            for a in assignments
+        )
+        accuracy = hits / PRODUCTS
+        print(f"masterCategory accuracy on {PRODUCTS} unseen products: {accuracy:.3f}")
+        assert accuracy >= 0.95
+
+        assert worker.get("/health")[0] == 200
+        assert worker.ready() is not None
+        assert worker.metric("prodcat_batch_size_count") > 0
+    finally:
+        code = worker.stop(signal.SIGTERM)
+    assert code == 0, worker.tail()
+    assert "Traceback" not in worker.log_path.read_text(errors="replace"), worker.tail()
+
+
+def test_two_workers_share_the_partitions(
+    bundle: Path, data_dir: Path, embedded_broker: str, tmp_path: Path
+) -> None:
+
+    settings, topics = topic_settings("pair")
+    ensure_topics(settings, embedded_broker)
+    products = [event for event, _ in unseen_products(data_dir, 120)]
+    for event in products:
+        event.pop("_photo")
+    env = worker_env(tmp_path, topics, "pair")
+    workers = [
+        WorkerProcess(bundle, embedded_broker, tmp_path / f"worker{i}.log", env).start()
+        for i in range(2)
+    ]
+    try:
+        owned = wait_for_split(workers, settings.topics.partitions)
+        assert all(owned), f"a worker got no partition: {owned}"
+        publish(
+            settings,
+            embedded_broker,
+            [(e["product_id"].encode(), orjson.dumps(e), TRACEPARENT.format(1)) for e in products],
+        )
+        assignments = read_topic(
+            settings, embedded_broker, topics["categories"], len(products), OUTCOME_TIMEOUT_S
+        )
+        assert {a["value"]["product_id"] for a in assignments} == {
+            e["product_id"] for e in products
+        }
+        per_worker = [
+            w.metric("prodcat_events_total", {"outcome": "assigned", "stage": ""}) for w in workers
+        ]
+        assert all(n > 0 for n in per_worker), f"assigned per worker: {per_worker}"
+        assert sum(per_worker) >= len(products)
+    finally:
+        codes = [w.stop(signal.SIGTERM) for w in workers]
+    assert codes == [0, 0], "\n".join(w.tail() for w in workers)
+
+
+def wait_for_split(workers: list[WorkerProcess], partitions: int) -> list[list[int]]:
+    """Wait until the workers own disjoint partition sets covering the whole topic."""
+    deadline = time.monotonic() + 180
+    owned: list[list[int]] = []
+    while time.monotonic() < deadline:
+        owned = [(w.ready() or {}).get("partitions", []) for w in workers]
+        flat = [p for parts in owned for p in parts]
+        if sorted(flat) == list(range(partitions)):
+            return owned
+        time.sleep(1)
+    raise AssertionError(f"partitions never split across workers: {owned}")
