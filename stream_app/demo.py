@@ -192,7 +192,7 @@ class Tally:
         sent = self.sent_at.get(key)
         if sent is not None:
             self.latencies_ms.append((received - sent) * 1000)
-        self.last_outcome = received
+        self.last_outcome = max(received, self.last_outcome or received)
 
     def summary(self) -> dict[str, Any]:
         elapsed = (self.last_outcome or 0) - (self.first_sent or 0)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
+import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +30,7 @@ from stream_app.config import REPO_ROOT, Settings
 from stream_app.kafka import ensure_topics
 from stream_app.kafka import producer as kafka_producer
 from stream_app.sources import read_source
-from stream_app.worker_process import WorkerProcess
+from stream_app.worker_process import PRODCAT, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -278,3 +281,23 @@ def wait_for_split(workers: list[WorkerProcess], partitions: int) -> list[list[i
             return owned
         time.sleep(1)
     raise AssertionError(f"partitions never split across workers: {owned}")
+
+
+def test_demo_prints_its_summary(bundle: Path, tmp_path: Path) -> None:
+    """`prodcat demo --json` with a model present: own broker and worker, then the summary."""
+    env = {**os.environ, "PRODCAT_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("PRODCAT_BROKER", None)
+    done = subprocess.run(
+        [PRODCAT, "demo", "--model", str(bundle), "--products", "40", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=OUTCOME_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["assigned"] == 40 and summary["dead_letters"] == 5
+    assert sum(summary["dead_letters_by_reason"].values()) == 5
+    assert summary["accuracy"]["masterCategory"] >= 0.9
+    assert summary["events_per_s"] > 0
+    assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
