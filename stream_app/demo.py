@@ -149,6 +149,7 @@ class Tally:
     """Outcomes as they arrive, and the summary at the end."""
 
     levels: list[str]
+    rate: float | None = None  # events/s the products were published at; None = one burst
     sent_at: dict[bytes, float] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)  # publish -> outcome received
     worker_ms: list[float] = field(default_factory=list)  # consumed -> assignment published
@@ -197,6 +198,7 @@ class Tally:
     def summary(self) -> dict[str, Any]:
         elapsed = (self.last_outcome or 0) - (self.first_sent or 0)
         return {
+            "published": "burst" if self.rate is None else f"{self.rate:g} events/s",
             "outcomes": self.outcomes,
             "assigned": self.assigned,
             "dead_letters": sum(self.dead.values()),

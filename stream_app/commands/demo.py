@@ -21,8 +21,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from stream_app.broker import BrokerError, broker_for
 from stream_app.bundle import BundleError, ModelBundle
+from stream_app.commands.worker import model_option, serving_broker
 from stream_app.config import Settings
 from stream_app.demo import (
     DemoProduct,
@@ -32,22 +32,13 @@ from stream_app.demo import (
     train_quick_model,
     unseen_products,
 )
-from stream_app.kafka import BrokerUnreachable, ensure_topics, wait_for_broker
 from stream_app.kafka import consumer as kafka_consumer
 from stream_app.kafka import producer as kafka_producer
 from stream_app.worker_process import WorkerFailed, WorkerProcess
 
-BROKER_WAIT_S = 30.0
-
 
 @click.command()
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Model bundle (default: the model_dir setting); trained when missing.",
-)
+@model_option("Model bundle (default: the model_dir setting); trained when missing.")
 @click.option(
     "--products",
     type=click.IntRange(1, 5000),
@@ -100,12 +91,10 @@ def command(
     items = unseen_products(manifest, products)
     items[len(items) // 2 : len(items) // 2] = malformed_events(items[0])
     try:
-        with broker_for(settings) as bootstrap:
-            wait_for_broker(bootstrap, BROKER_WAIT_S, settings)
-            ensure_topics(settings, bootstrap)
+        with serving_broker(settings) as bootstrap:
             plan = Plan(items, manifest["levels"], timeout_s, rate)
             tally = _run(settings, bootstrap, model, plan, console)
-    except (BrokerError, BrokerUnreachable, WorkerFailed) as exc:
+    except WorkerFailed as exc:
         raise click.ClickException(str(exc)) from None
     summary = tally.summary()
     if as_json:
@@ -144,7 +133,7 @@ def _stream(settings: Settings, bootstrap: str, plan: Plan, console: Console) ->
     """Publish (in a thread, paced by the rate) while printing outcomes as they arrive."""
     from kafka import TopicPartition
 
-    tally = Tally(plan.levels)
+    tally = Tally(plan.levels, plan.rate)
     by_event = {_event_id(item): item for item in plan.items}
     by_key = {item.key: item for item in plan.items}
     consumer = kafka_consumer(settings, bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
@@ -228,6 +217,7 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
         f"{summary['outcomes']} ({summary['assigned']} assigned, "
         f"{summary['dead_letters']} dead letters)",
     )
+    table.add_row("published", summary["published"])
     table.add_row("throughput", f"{summary['events_per_s']} events/s")
     for name, key in (
         ("latency end to end", "latency_ms"),

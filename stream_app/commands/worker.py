@@ -8,13 +8,16 @@ no broker configured the embedded one is started for the worker's lifetime.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from stream_app.broker import BrokerError, broker_for, free_port
 from stream_app.bundle import BundleError
+from stream_app.commands.kafka_cli import broker_option
 from stream_app.config import Settings
 from stream_app.inference import InferenceSetupError
 from stream_app.kafka import BrokerUnreachable, ensure_topics, wait_for_broker
@@ -24,21 +27,35 @@ if TYPE_CHECKING:
     from stream_app.classifier import BundleModel
 
 BROKER_WAIT_S = 30.0
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def model_option(help_text: str) -> Callable[[F], F]:
+    """``--model DIR``: the bundle folder (default: the ``model_dir`` setting)."""
+    return click.option(
+        "--model",
+        "model_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help=help_text,
+    )
+
+
+@contextlib.contextmanager
+def serving_broker(settings: Settings) -> Iterator[str]:
+    """The configured broker, else an embedded one for the block; answering, topics created."""
+    try:
+        with broker_for(settings) as bootstrap:
+            wait_for_broker(bootstrap, BROKER_WAIT_S, settings)
+            ensure_topics(settings, bootstrap)
+            yield bootstrap
+    except (BrokerError, BrokerUnreachable) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command()
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Model bundle folder (default: the model_dir setting, models/default).",
-)
-@click.option(
-    "--broker",
-    default=None,
-    help="Kafka bootstrap host:port[,host:port]; default: the broker setting, else embedded.",
-)
+@model_option("Model bundle folder (default: the model_dir setting, models/default).")
+@broker_option
 @click.option(
     "--web-port",
     type=click.IntRange(0, 65535),
@@ -46,35 +63,27 @@ BROKER_WAIT_S = 30.0
     help="Port of /metrics, /health, /ready on the web host (0 = any free port).",
 )
 @click.pass_obj
-def command(
-    settings: Settings, model_dir: str | None, broker: str | None, web_port: int | None
-) -> None:
-    """Consume `products`, classify each event, publish to `categories` or `products.dlq`."""
-    settings = _with_overrides(settings, broker, web_port)
+def command(settings: Settings, model_dir: str | None, web_port: int | None) -> None:
+    """Consume `products`, classify each event, publish to `categories` or `products.dlq`.
+
+    With no broker configured (--broker, PRODCAT_BROKER) it starts the embedded one.
+    """
+    settings = _with_web_port(settings, web_port)
     model_dir = model_dir or settings.model_dir
     try:
         model = _load(model_dir, settings)
     except (BundleError, InferenceSetupError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
-    try:
-        with broker_for(settings) as bootstrap:
-            wait_for_broker(bootstrap, BROKER_WAIT_S, settings)
-            ensure_topics(settings, bootstrap)
-            _run(settings, bootstrap, model)
-    except (BrokerError, BrokerUnreachable) as exc:
-        raise click.ClickException(str(exc)) from None
+    with serving_broker(settings) as bootstrap:
+        _run(settings, bootstrap, model)
 
 
-def _with_overrides(settings: Settings, broker: str | None, web_port: int | None) -> Settings:
+def _with_web_port(settings: Settings, web_port: int | None) -> Settings:
     worker = settings.worker
     port = worker.web_port if web_port is None else web_port
     if port == 0:
         port = free_port(worker.web_host)
-    return dataclasses.replace(
-        settings,
-        broker=broker or settings.broker,
-        worker=dataclasses.replace(worker, web_port=port),
-    )
+    return dataclasses.replace(settings, worker=dataclasses.replace(worker, web_port=port))
 
 
 def _load(model_dir: str, settings: Settings) -> BundleModel:
