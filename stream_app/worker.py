@@ -9,7 +9,9 @@ acknowledgement of that produce, and only then acks the event. Events finish out
 Faust commits, per partition, only up to the first offset not yet acked. A crash can
 therefore replay events whose outcome was already published (duplicates, each carrying the
 same ``source_event_id``), never skip one. The number of events in flight is bounded, so a
-slow model slows consumption down instead of filling memory.
+slow model slows consumption down instead of filling memory. Outcomes of events with the
+same key (the same product) are published in the order the events were consumed, even when
+a later one is classified first.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class Dispatcher:
         self.publisher = publisher
         self._slots = asyncio.Semaphore(limit)
         self._tasks: set[asyncio.Task] = set()
+        self._last_of_key: dict[Any, asyncio.Task] = {}  # per message key: newest task
 
     @property
     def in_flight(self) -> int:
@@ -126,11 +129,15 @@ class Dispatcher:
         await self.runtime.start()
         await self._slots.acquire()
         self.runtime.metrics.in_flight.inc()
-        task = asyncio.create_task(self._handle(event, ack))
+        key = (event.message.topic, event.message.partition, event.message.key)
+        task = asyncio.create_task(self._handle(event, ack, self._last_of_key.get(key)))
+        self._last_of_key[key] = task
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda done: self._done(done, key))
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task, key: Any) -> None:
+        if self._last_of_key.get(key) is task:
+            del self._last_of_key[key]
         self._tasks.discard(task)
         self._slots.release()
         self.runtime.metrics.in_flight.dec()
@@ -138,9 +145,14 @@ class Dispatcher:
             # Not acked: the offset stays uncommitted and the event is redelivered later.
             log.error("event handling failed; left unacked", exc_info=task.exception())
 
-    async def _handle(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> None:
+    async def _handle(
+        self, event: Any, ack: Callable[[Any], Awaitable[Any]], before: asyncio.Task | None
+    ) -> None:
         source = source_of(event)
         outcome = await self.runtime.classifier.classify(event.value, source)
+        if before is not None:
+            # Same product key: publish in consumption order, so downstream keeps the newest.
+            await asyncio.wait([before])
         await self.publisher.publish(outcome)
         metrics = self.runtime.metrics
         if outcome.kind == ASSIGNED:

@@ -8,6 +8,7 @@ the worker end-to-end test runs a real bundle.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +37,8 @@ class StubModel:
         return IDENTITY
 
     def featurize(self, product: dict[str, Any]) -> str:
+        if product["title"].startswith("slow"):
+            time.sleep(0.5)
         if product["title"] == "plugin refuses":
             raise ComponentError("text.stub", "cannot featurize this title")
         return product["title"]
@@ -98,10 +101,14 @@ def settings() -> Settings:
 
 
 def with_agent(
-    body: Callable[[Any, Recorder], Coroutine[Any, Any, None]], plugin_manager: Any
+    body: Callable[[Any, Recorder], Coroutine[Any, Any, None]],
+    plugin_manager: Any,
+    **worker_settings: Any,
 ) -> None:
     async def main() -> None:
         s = settings()
+        for name, value in worker_settings.items():
+            setattr(s.worker, name, value)
         runtime = Runtime(s, StubModel(), plugin_manager)  # type: ignore[arg-type]
         worker = create_app(s, "127.0.0.1:9", runtime)
         recorder = Recorder()
@@ -205,6 +212,30 @@ def test_every_event_ends_as_exactly_one_outcome(plugin_manager: Any) -> None:
         )
 
     with_agent(body, plugin_manager)
+
+
+@pytest.mark.parametrize(
+    ("second_key", "expected"),
+    [(b"p-1", ["e-1", "e-2"]), (b"p-2", ["e-2", "e-1"])],
+    ids=["same-product-in-order", "other-product-overtakes"],
+)
+def test_outcomes_of_one_product_keep_their_order(
+    plugin_manager: Any, second_key: bytes, expected: list[str]
+) -> None:
+    """A slow event is overtaken by a later one, except by a later event of the same product."""
+
+    async def body(agent: Any, recorder: Recorder) -> None:
+        await outcomes_for(
+            agent,
+            recorder,
+            [
+                {"value": product(event_id="e-1", title="slow shirt"), "key": b"p-1"},
+                {"value": product(event_id="e-2", product_id="p-x"), "key": second_key},
+            ],
+        )
+        assert [body_of(o)["source_event_id"] for o in recorder.outcomes] == expected
+
+    with_agent(body, plugin_manager, max_batch_size=1)
 
 
 class Flagger:
