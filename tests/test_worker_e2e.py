@@ -13,6 +13,7 @@ import base64
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -301,3 +302,33 @@ def test_demo_prints_its_summary(bundle: Path, tmp_path: Path) -> None:
     assert summary["accuracy"]["masterCategory"] >= 0.9
     assert summary["events_per_s"] > 0
     assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
+
+
+def test_worker_refuses_a_bundle_it_cannot_serve(bundle: Path, tmp_path: Path) -> None:
+    """Missing plugin or edited manifest: one line, exit 1, before touching Kafka."""
+    from click.testing import CliRunner
+
+    from stream_app.bundle import MANIFEST_FILE, bundle_fingerprint
+    from stream_app.cli import cli
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    original = json.loads((copy / MANIFEST_FILE).read_text())
+    runner = CliRunner()
+
+    def serve(manifest: dict[str, Any]) -> Any:
+        (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+        return runner.invoke(cli, ["worker", "--model", str(copy), "--broker", "127.0.0.1:9"])
+
+    relabelled = json.loads(json.dumps(original))
+    level = relabelled["levels"][0]
+    relabelled["labels"][level][0] = "Renamed"
+    edited = serve(relabelled)
+    assert edited.exit_code == 1 and "fingerprint" in edited.output
+
+    renamed = json.loads(json.dumps(original))
+    renamed["encoders"][0]["name"] = "text.not_installed"
+    renamed["fingerprint"] = bundle_fingerprint(renamed)
+    missing = serve(renamed)
+    assert missing.exit_code == 1 and "text.not_installed" in missing.output
+    assert "Traceback" not in missing.output
