@@ -3,8 +3,8 @@
 Topics carry raw bytes (``value_serializer='raw'``): decoding and validation are ours, so a
 malformed message becomes a dead letter instead of a Faust deserialisation crash. The web
 server binds 127.0.0.1 unless ``[worker] web_host`` says otherwise, and serves
-``/metrics`` (Prometheus), ``/health`` (the process is alive) and ``/ready`` (503 until the
-model is loaded, the group is joined and produces succeed).
+``/metrics`` (Prometheus), ``/health`` (503 when the batcher died: restart the process) and
+``/ready`` (503 until the model is loaded, the group is joined and produces succeed).
 
 Shutdown (SIGTERM): Faust stops fetching, waits until every consumed event is acked
 (``stream_wait_empty``) and commits; our events are acked only after their outcome was
@@ -138,7 +138,9 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerAp
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "in_flight": dispatcher.in_flight})
+        healthy = runtime.healthy
+        body = {"status": "ok" if healthy else "batcher stopped", "in_flight": dispatcher.in_flight}
+        return web.json(body, status=200 if healthy else 503)
 
     @app.page("/ready")
     async def ready_view(web: Any, request: Any) -> Any:

@@ -149,6 +149,11 @@ class MicroBatcher(Generic[Item, Result]):
         return self._queue.qsize() if self._queue is not None else 0
 
     @property
+    def running(self) -> bool:
+        """True while the batcher forms batches (started, not closed, collector alive)."""
+        return self._collector is not None and not self._collector.done() and not self._closing
+
+    @property
     def in_flight(self) -> int:
         """Batches being featurized or inferred right now."""
         return len(self._batches)

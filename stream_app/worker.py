@@ -86,9 +86,14 @@ class Runtime:
         self.metrics.ready.set_function(lambda: float(self.ready))
 
     @property
+    def healthy(self) -> bool:
+        """Alive: not started yet, or started with a running batcher (False = restart me)."""
+        return not self.started or self.batcher.running
+
+    @property
     def ready(self) -> bool:
         """Serving: model loaded, batcher running, group joined, and produces succeed."""
-        return self.started and self.assigned_partitions and self.publishing_ok
+        return self.healthy and self.started and self.assigned_partitions and self.publishing_ok
 
     async def start(self) -> None:
         """Start the fetcher and batcher once, whoever asks first (app start or first event)."""

@@ -337,3 +337,15 @@ def test_config_refuses_nonsense() -> None:
         BatcherConfig(max_batch_size=0)
     with pytest.raises(ValueError, match="max_delay_ms"):
         BatcherConfig(max_delay_ms=-1)
+
+
+def test_running_reflects_the_lifecycle() -> None:
+    async def scenario() -> None:
+        batcher = MicroBatcher(Recorder())
+        assert not batcher.running
+        await batcher.start()
+        assert batcher.running
+        await batcher.close()
+        assert not batcher.running
+
+    run(scenario())
