@@ -332,3 +332,50 @@ def test_worker_refuses_a_bundle_it_cannot_serve(bundle: Path, tmp_path: Path) -
     missing = serve(renamed)
     assert missing.exit_code == 1 and "text.not_installed" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_sigterm_mid_stream_drains_and_commits(
+    bundle: Path, data_dir: Path, photo_server: PhotoServer, embedded_broker: str, tmp_path: Path
+) -> None:
+    """Stopped while events are in flight, then replaced: every product once, no duplicate."""
+    settings, topics = topic_settings("drain")
+    ensure_topics(settings, embedded_broker)
+    products = [
+        with_photo(event, i, data_dir, photo_server)
+        for i, (event, _) in enumerate(unseen_products(data_dir, 300))
+    ]
+    env = worker_env(tmp_path, topics, "drain")
+    # Few events in flight at a time, so most are still unconsumed when SIGTERM comes.
+    slow = env | {"PRODCAT_WORKER__QUEUE_SIZE": "16", "PRODCAT_WORKER__MAX_BATCH_SIZE": "4"}
+    first = WorkerProcess(bundle, embedded_broker, tmp_path / "first.log", slow).start()
+    first.wait_ready()
+    publish(
+        settings,
+        embedded_broker,
+        [(e["product_id"].encode(), orjson.dumps(e), TRACEPARENT.format(1)) for e in products],
+    )
+    read_topic(settings, embedded_broker, topics["categories"], 30, OUTCOME_TIMEOUT_S)
+    assert first.stop(signal.SIGTERM) == 0, first.tail()
+    assert "Traceback" not in first.log_path.read_text(errors="replace"), first.tail()
+    done_by_first = len(
+        read_topic(settings, embedded_broker, topics["categories"], len(products), 5)
+    )
+    assert 30 <= done_by_first < len(products), "stop earlier: nothing was left in flight"
+
+    second = WorkerProcess(bundle, embedded_broker, tmp_path / "second.log", env).start()
+    try:
+        second.wait_ready()
+        assignments = read_topic(
+            settings, embedded_broker, topics["categories"], len(products), OUTCOME_TIMEOUT_S
+        )
+        time.sleep(3)
+        assignments = read_topic(
+            settings, embedded_broker, topics["categories"], len(products) + 1, 5
+        )
+    finally:
+        assert second.stop(signal.SIGTERM) == 0, second.tail()
+    ids = Counter(a["value"]["product_id"] for a in assignments)
+    assert set(ids) == {e["product_id"] for e in products}
+    duplicates = sum(ids.values()) - len(ids)
+    print(f"first worker: {done_by_first} outcomes before SIGTERM; duplicates: {duplicates}")
+    assert duplicates == 0
