@@ -79,6 +79,8 @@ def faust_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "producer_max_request_size": settings.kafka.max_message_bytes,
         "consumer_max_fetch_size": settings.kafka.max_message_bytes,
         "stream_wait_empty": True,
+        # Prefetch no more than we keep in flight: memory stays ~2 x queue_size events.
+        "stream_buffer_maxsize": w.queue_size,
         "web_enabled": True,
         "web_bind": w.web_host,
         "web_host": w.web_host,
