@@ -1,0 +1,174 @@
+"""Item 1, the model-only ceiling: ONNX Runtime items/s per batch size, fp32 and int8.
+
+Two modes per batch size: ``precomputed`` (features made once, pure inference: the model's
+ceiling) and ``featurised`` (featurise + collate + inference per batch, the featurising in a
+thread pool of the worker's size, as the worker does it). The same session code the worker
+uses (``stream_app.inference``) runs it, so a GPU run takes the CUDA provider with I/O
+binding. int8 is the bundle's graph quantised dynamically, per channel, into a temporary
+folder, unless the bundle already ships an int8 graph (then there is no fp32 to compare).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data import Product, cycle
+from stream_app.bundle import ModelBundle
+from stream_app.inference import create_session
+
+PRECOMPUTED = "precomputed"
+FEATURISED = "featurised"
+Tick = Callable[[], None]
+
+
+@dataclass
+class Point:
+    precision: str  # fp32 | int8
+    mode: str  # precomputed | featurised
+    batch_size: int
+    items_per_s: float
+    ms_per_batch: float
+    runs: int
+
+
+@dataclass
+class Budget:
+    """How long each point runs: at least ``min_runs`` timed batches and ``min_seconds``."""
+
+    min_seconds: float = 1.0
+    min_runs: int = 2
+    max_runs: int = 2000
+
+
+@contextmanager
+def graphs(bundle: ModelBundle, precisions: Sequence[str]) -> Iterator[dict[str, Path]]:
+    """precision -> ONNX file: the bundle's own graph, int8 made on the fly when asked for."""
+    shipped = "int8" if bundle.manifest["model"].get("quantized") else "fp32"
+    found = {shipped: bundle.model_path}
+    with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp:
+        if "int8" in precisions and shipped == "fp32":
+            from training.export import quantize
+
+            found["int8"] = Path(tmp) / "model.int8.onnx"
+            with _quiet_root_logger():  # ORT lists every tensor it leaves in float
+                quantize(bundle.model_path, found["int8"])
+        yield {p: found[p] for p in precisions if p in found}
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def measure(
+    bundle: ModelBundle,
+    products: list[Product],
+    batch_sizes: Sequence[int],
+    *,
+    precisions: Sequence[str] = ("fp32", "int8"),
+    modes: Sequence[str] = (PRECOMPUTED, FEATURISED),
+    providers: str = "cpu",
+    threads: int = 2,
+    featurize_threads: int = 2,
+    budget: Budget | None = None,
+    tick: Tick | None = None,
+) -> list[Point]:
+    """Every (precision, mode, batch size) point; ``tick()`` after each one (progress)."""
+    budget = budget or Budget()
+    points = []
+    with (
+        graphs(bundle, precisions) as files,
+        ThreadPoolExecutor(featurize_threads, "bench-featurize") as pool,
+    ):
+        cached = [bundle.featurize(p) for p in cycle(products, max(batch_sizes))]
+        for precision, path in files.items():
+            session = create_session(path, providers, threads)
+            for mode in modes:
+                for size in batch_sizes:
+                    step = _stepper(bundle, session, mode, size, products, cached, pool)
+                    runs, seconds = _time(step, budget)
+                    points.append(
+                        Point(
+                            precision,
+                            mode,
+                            size,
+                            size * runs / seconds,
+                            seconds / runs * 1000,
+                            runs,
+                        )
+                    )
+                    if tick:
+                        tick()
+    return points
+
+
+def _stepper(
+    bundle: ModelBundle,
+    session: Any,
+    mode: str,
+    size: int,
+    products: list[Product],
+    cached: list[dict[str, np.ndarray]],
+    pool: ThreadPoolExecutor,
+) -> Callable[[int], None]:
+    """One timed unit of work: run ``n`` of a batch of ``size`` in ``mode``."""
+    if mode == PRECOMPUTED:
+        feeds = bundle.collate(cycle(cached, size))
+        return lambda _n: session.run(feeds)
+
+    def featurised(n: int) -> None:
+        chunk = cycle(products, size, n * size)  # fresh products each run: no warm caches
+        session.run(bundle.collate(list(pool.map(bundle.featurize, chunk))))
+
+    return featurised
+
+
+def _time(step: Callable[[int], None], budget: Budget) -> tuple[int, float]:
+    """Warm up once, then run until the budget is spent; (timed runs, seconds)."""
+    step(0)
+    runs, started = 0, time.perf_counter()
+    while True:
+        step(runs + 1)
+        runs += 1
+        elapsed = time.perf_counter() - started
+        done = runs >= budget.min_runs and elapsed >= budget.min_seconds
+        if done or runs >= budget.max_runs:
+            return runs, elapsed
+
+
+def rate_at(points: Sequence[Point], precision: str, mode: str, batch: float) -> float | None:
+    """items/s at ``batch`` (log-linear between measured sizes; the ends are clamped)."""
+    series = sorted(
+        (p.batch_size, p.items_per_s) for p in points if (p.precision, p.mode) == (precision, mode)
+    )
+    if not series:
+        return None
+    sizes, rates = zip(*series, strict=True)
+    return float(np.interp(math.log2(max(batch, 1)), [math.log2(s) for s in sizes], rates))
+
+
+def batch_ms(points: Sequence[Point], batch: int) -> float | None:
+    """Inference time of one batch of ``batch`` items (fp32, precomputed features)."""
+    rate = rate_at(points, "fp32", PRECOMPUTED, batch)
+    return batch / rate * 1000 if rate else None
+
+
+def as_rows(points: Sequence[Point]) -> list[dict[str, Any]]:
+    return [asdict(p) for p in points]

@@ -1,0 +1,329 @@
+"""Items 2-4: throughput and latency through a real broker, for the worker and the baseline.
+
+A *target* is a process consuming a products topic and producing one outcome per event
+(``prodcat worker``, or the naive loop of ``bench.naive``). The bench publishes prepared
+messages (each with a fresh event id), a :class:`Collector` thread reads the outcome topics
+and notes when each event's outcome arrived, and the figures come from those times:
+
+* throughput: outcomes/s from the first to the last outcome of a burst published as fast
+  as the producer goes (after a warm-up burst, so start-up and first runs don't count);
+* latency: publish time -> outcome receipt, for a rate-limited publisher.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream_app.config import REPO_ROOT, Settings
+from stream_app.demo import percentile
+from stream_app.kafka import consumer as kafka_consumer
+from stream_app.kafka import ensure_topics
+from stream_app.kafka import producer as kafka_producer
+from stream_app.publisher import Pacer
+from stream_app.worker_process import WorkerProcess
+
+Message = tuple[str, bytes, bytes]  # event id, key, value
+Tick = Callable[[int], None]
+QUANTILES = (50, 95, 99)
+
+
+class StreamBenchError(RuntimeError):
+    """A target died or outcomes did not arrive in time; the message says where to look."""
+
+
+def topic_settings(settings: Settings, prefix: str) -> Settings:
+    """A copy of ``settings`` whose three topics are ``<prefix>-products`` etc."""
+    import dataclasses
+
+    topics = dataclasses.replace(
+        settings.topics,
+        products=f"{prefix}-products",
+        categories=f"{prefix}-categories",
+        dlq=f"{prefix}-products.dlq",
+    )
+    return dataclasses.replace(settings, topics=topics)
+
+
+class Collector:
+    """Reads the outcome topics in a thread; remembers when each event's outcome arrived."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.arrived: dict[str, float] = {}
+        self.dead_letters = 0
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-collector", daemon=True)
+
+    def __enter__(self) -> Collector:
+        from kafka import TopicPartition
+
+        topics = (self.settings.topics.categories, self.settings.topics.dlq)
+        self._consumer = kafka_consumer(
+            self.settings, self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20
+        )
+        self._consumer.assign(
+            [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in sorted(self._consumer.partitions_for_topic(topic) or [])
+            ]
+        )
+        self._consumer.seek_to_beginning()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batches = self._consumer.poll(timeout_ms=100)
+            received = time.time()
+            if not batches:
+                continue
+            with self._changed:
+                for records in batches.values():
+                    for record in records:
+                        self.arrived.setdefault(self._event_id(record), received)
+                self._changed.notify_all()
+
+    def _event_id(self, record: Any) -> str:
+        value = orjson.loads(record.value)
+        if record.topic == self.settings.topics.dlq:
+            self.dead_letters += 1
+            original = base64.b64decode(value["original"]["value"] or "")
+            with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+                return str(orjson.loads(original)["event_id"])
+            return f"dead-{record.partition}-{record.offset}"
+        return str(value["source_event_id"])
+
+    def wait_for(
+        self, ids: list[str], timeout_s: float, alive: Callable[[], str | None], tick: Tick
+    ) -> None:
+        """Block until every id has an outcome; ``alive()`` names a dead target, if any."""
+        deadline = time.monotonic() + timeout_s
+        done = 0
+        with self._changed:
+            while True:
+                now_done = sum(i in self.arrived for i in ids)
+                tick(now_done - done)
+                done = now_done
+                if done == len(ids):
+                    return
+                problem = alive()
+                if problem:
+                    raise StreamBenchError(problem)
+                if time.monotonic() > deadline:
+                    raise StreamBenchError(
+                        f"only {done} of {len(ids)} outcomes within {timeout_s:.0f} s"
+                    )
+                self._changed.wait(0.5)
+
+
+def publish(
+    producer: Any, topic: str, messages: list[Message], rate: float | None = None
+) -> dict[str, float]:
+    """Send ``messages`` (at ``rate`` per s, else as fast as possible); event id -> send time."""
+    pacer = Pacer(rate)
+    sent = {}
+    for event_id, key, value in messages:
+        pacer.wait()
+        sent[event_id] = time.time()
+        producer.send(topic, key=key, value=value)
+    producer.flush(60)
+    return sent
+
+
+@dataclass
+class Target:
+    """A consumer process under test, with the topics it reads and writes."""
+
+    name: str
+    settings: Settings
+    bootstrap: str
+    process: Any = None  # WorkerProcess or subprocess.Popen
+    log_path: Path | None = None
+
+    def problem(self) -> str | None:
+        popen = getattr(self.process, "process", self.process)
+        if popen is not None and popen.poll() is not None:
+            return f"{self.name} exited with {popen.returncode}; see {self.log_path}"
+        return None
+
+    def batch_histogram(self) -> dict[str, Any] | None:
+        """The worker's batch-size and inference histograms from /metrics (None: naive)."""
+        if not isinstance(self.process, WorkerProcess):
+            return None
+        _, body = self.process.get("/metrics")
+        return parse_histograms(body.decode())
+
+
+def parse_histograms(text: str) -> dict[str, Any]:
+    """{metric: {"buckets": {le: cumulative count}, "sum": s, "count": n}} of histograms."""
+    found: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type != "histogram":
+            continue
+        entry: dict[str, Any] = {"buckets": {}, "sum": 0.0, "count": 0.0}
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                entry["buckets"][sample.labels["le"]] = sample.value
+            elif sample.name.endswith("_sum"):
+                entry["sum"] = sample.value
+            elif sample.name.endswith("_count"):
+                entry["count"] = sample.value
+        found[family.name] = entry
+    return found
+
+
+def histogram_delta(before: dict[str, Any], after: dict[str, Any], name: str) -> dict[str, Any]:
+    """Counts per bucket (not cumulative), count and mean of ``name`` between two scrapes."""
+    b, a = before.get(name), after.get(name)
+    if not a:
+        return {"buckets": {}, "count": 0, "mean": None}
+    b = b or {"buckets": {}, "sum": 0.0, "count": 0.0}
+    per_bucket, previous = {}, 0.0
+    for le, cumulative in a["buckets"].items():
+        total = cumulative - b["buckets"].get(le, 0.0)
+        per_bucket[le] = int(round(total - previous))
+        previous = total
+    count = a["count"] - b["count"]
+    mean = (a["sum"] - b["sum"]) / count if count else None
+    return {"buckets": per_bucket, "count": int(count), "mean": mean}
+
+
+@contextlib.contextmanager
+def worker_target(
+    settings: Settings, bootstrap: str, model: Path, workdir: Path, providers: str
+) -> Iterator[Target]:
+    """``prodcat worker`` as a child process on fresh topics, ready."""
+    settings = topic_settings(settings, "bench-worker")
+    ensure_topics(settings, bootstrap)
+    topics = settings.topics
+    env = {
+        "PRODCAT_CACHE_DIR": str(workdir / "worker-cache"),
+        "PRODCAT_WORKER__GROUP_ID": f"prodcat-bench-{os.getpid()}",
+        "PRODCAT_WORKER__PROVIDERS": providers,
+        "PRODCAT_TOPICS__PRODUCTS": topics.products,
+        "PRODCAT_TOPICS__CATEGORIES": topics.categories,
+        "PRODCAT_TOPICS__DLQ": topics.dlq,
+        "PRODCAT_LOG_LEVEL": "WARNING",
+    }
+    log_path = workdir / "worker.log"
+    worker = WorkerProcess(model, bootstrap, log_path, env).start()
+    try:
+        worker.wait_ready(180)
+        yield Target("worker", settings, bootstrap, worker, log_path)
+    finally:
+        worker.stop()
+
+
+@contextlib.contextmanager
+def naive_target(
+    settings: Settings, bootstrap: str, model: Path, workdir: Path, providers: str
+) -> Iterator[Target]:
+    """The naive loop (``bench.naive``) as a child process on fresh topics."""
+    settings = topic_settings(settings, "bench-naive")
+    ensure_topics(settings, bootstrap)
+    log_path = workdir / "naive.log"
+    command = [sys.executable, "-m", "bench.naive", "--model", str(model), "--broker", bootstrap]
+    command += ["--products", settings.topics.products]
+    command += ["--categories", settings.topics.categories, "--providers", providers]
+    command += ["--threads", str(settings.worker.ort_threads)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield Target("naive baseline", settings, bootstrap, process, log_path)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Runner:
+    """Publishes to a target and waits for its outcomes."""
+
+    target: Target
+    timeout_s: float
+    producer: Any = None
+    collector: Collector | None = None
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def __enter__(self) -> Runner:
+        settings, bootstrap = self.target.settings, self.target.bootstrap
+        self.producer = kafka_producer(settings, bootstrap)
+        self._stack.callback(self.producer.close)
+        self.collector = self._stack.enter_context(Collector(settings, bootstrap))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def send_and_wait(
+        self, messages: list[Message], tick: Tick, rate: float | None = None
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """(event id -> sent time, event id -> outcome time) of ``messages``."""
+        assert self.collector is not None
+        sent = publish(self.producer, self.target.settings.topics.products, messages, rate)
+        ids = list(sent)
+        self.collector.wait_for(ids, self.timeout_s, self.target.problem, tick)
+        return sent, {i: self.collector.arrived[i] for i in ids}
+
+
+def throughput(
+    runner: Runner, warmup: list[Message], messages: list[Message], tick: Tick
+) -> dict[str, Any]:
+    """Outcomes/s of a burst, and (worker) the batches the batcher formed meanwhile."""
+    runner.send_and_wait(warmup, lambda _n: None)
+    before = runner.target.batch_histogram()
+    _, arrived = runner.send_and_wait(messages, tick)
+    after = runner.target.batch_histogram()
+    times = sorted(arrived.values())
+    span = times[-1] - times[0]
+    result: dict[str, Any] = {
+        "items": len(messages),
+        "seconds": round(span, 3),
+        "items_per_s": (len(times) - 1) / span if span > 0 else None,
+    }
+    if before is not None and after is not None:
+        result["batch_size"] = histogram_delta(before, after, "prodcat_batch_size")
+        inference = histogram_delta(before, after, "prodcat_inference_seconds")
+        result["inference_ms_mean"] = inference["mean"] * 1000 if inference["mean"] else None
+    return result
+
+
+def latency(runner: Runner, messages: list[Message], rate: float, tick: Tick) -> dict[str, Any]:
+    """Publish at ``rate``/s; percentiles of publish -> outcome receipt in ms."""
+    sent, arrived = runner.send_and_wait(messages, tick, rate)
+    millis = sorted((arrived[i] - sent[i]) * 1000 for i in sent)
+    span = max(sent.values()) - min(sent.values())
+    return {
+        "offered_per_s": rate,
+        "published_per_s": (len(sent) - 1) / span if span > 0 else None,
+        "items": len(millis),
+        **{f"p{q}_ms": percentile(millis, q) for q in QUANTILES},
+        "latencies_ms": [round(m, 2) for m in millis],
+    }
