@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,15 +145,10 @@ class Classifier:
             product[IMAGE_BYTES_KEY] = await self.fetcher.fetch(url)
         result = await self.batcher.run(product, deadline)
         traceparent = _traceparent(source.headers)
-        assignment = events.make_assignment(
+        assignment = assignment_from(
             product,
-            category_path=[(c["level"], c["label"], c["score"]) for c in result["category_path"]],
-            top_k={
-                level: [(c["label"], c["score"]) for c in candidates]
-                for level, candidates in result["top_k"].items()
-            },
-            model=result["model"],
-            needs_review=self._unsure(result["category_path"]),
+            result,
+            review_threshold=self.settings.worker.review_threshold,
             traceparent=traceparent,
             latency_ms=_latency_ms(source),
             source=(source.topic, source.partition, source.offset),
@@ -165,10 +160,6 @@ class Classifier:
             headers.append((TRACEPARENT, traceparent.encode()))
         key = str(product["product_id"]).encode()
         return Outcome(ASSIGNED, key, events.encode(assignment), headers)
-
-    def _unsure(self, category_path: Sequence[Mapping[str, Any]]) -> bool:
-        threshold = self.settings.worker.review_threshold
-        return any(level["score"] < threshold for level in category_path)
 
     def _dead(
         self, raw: bytes | None, source: Source, stage: str, error_type: str, message: str
@@ -189,6 +180,28 @@ class Classifier:
         if traceparent is not None:
             headers.append((TRACEPARENT, traceparent.encode()))
         return Outcome(DEAD_LETTER, source.key, events.encode(letter), headers, letter["stage"])
+
+
+def assignment_from(
+    product: Product, result: Mapping[str, Any], *, review_threshold: float, **extra: Any
+) -> dict[str, Any]:
+    """The validated assignment for a product from a decoded model result (``BundleModel``).
+
+    ``needs_review`` is set when any level's score is under ``review_threshold``; ``extra``
+    goes to :func:`stream_app.events.make_assignment` (traceparent, latency_ms, source).
+    """
+    path = result["category_path"]
+    return events.make_assignment(
+        product,
+        category_path=[(c["level"], c["label"], c["score"]) for c in path],
+        top_k={
+            level: [(c["label"], c["score"]) for c in candidates]
+            for level, candidates in result["top_k"].items()
+        },
+        model=result["model"],
+        needs_review=any(level["score"] < review_threshold for level in path),
+        **extra,
+    )
 
 
 def _traceparent(headers: Mapping[str, bytes]) -> str | None:

@@ -9,13 +9,35 @@ from __future__ import annotations
 import http.server
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from stream_app.config import Settings
+from stream_app.bundle import BundleError, ModelBundle
+from stream_app.config import REPO_ROOT, Settings
 from stream_app.kafka import consumer as kafka_consumer
+
+
+def cached_bundle(name: str, spec: Callable[[Path, Path], Any]) -> Path:
+    """A bundle trained once by the project's own training code, then reused from the cache.
+
+    ``spec(out, features_cache)`` returns the ``training.recipe.TrainSpec`` to run when
+    ``<cache_dir>/test-bundles/<name>`` holds no loadable bundle (first run, or after a
+    plugin change made the cached one unservable).
+    """
+    from training.recipe import run_training
+
+    cache = REPO_ROOT / Settings().cache_dir
+    out = cache / "test-bundles" / name
+    try:
+        ModelBundle.load(out)
+        return out
+    except BundleError:
+        pass
+    run_training(spec(out, cache / "features"))
+    return out
 
 
 class PhotoServer:

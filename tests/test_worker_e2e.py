@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import PhotoServer, read_topic
+from harness import PhotoServer, cached_bundle, read_topic
 
-from stream_app.bundle import BundleError, ModelBundle
-from stream_app.config import REPO_ROOT, Settings
+from stream_app.bundle import ModelBundle
+from stream_app.config import Settings
 from stream_app.kafka import ensure_topics
 from stream_app.kafka import producer as kafka_producer
 from stream_app.sources import read_source
@@ -46,29 +46,22 @@ TRACEPARENT = "00-{:032x}-00f067aa0ba902b7-01"
 def bundle(data_dir: Path) -> Path:
     """A real bundle trained on the first TRAIN_ROWS fashion rows with a photo (cached)."""
     from training.datasets import DatasetOptions
-    from training.recipe import TrainSpec, run_training
+    from training.recipe import TrainSpec
     from training.trainer import TrainConfig
 
-    cache = REPO_ROOT / Settings().cache_dir
-    out = cache / "test-bundles" / f"fashion-photo-{TRAIN_ROWS}"
-    try:
-        ModelBundle.load(out)
-        return out
-    except BundleError:
-        pass
-    run_training(
-        TrainSpec(
+    def spec(out: Path, features: Path) -> TrainSpec:
+        return TrainSpec(
             data=data_dir / "fashion" / "catalog.csv",
             out=out,
             dataset=DatasetOptions(with_images_only=True, limit=TRAIN_ROWS),
             encoders=[("text.hashgram", {}), ("image.efficientnet_lite0", {})],
             train=TrainConfig(epochs=8, batch_size=64, patience=4, lr=3e-3),
-            cache_dir=cache / "features",
+            cache_dir=features,
             evaluate=False,
             overwrite=True,
         )
-    )
-    return out
+
+    return cached_bundle(f"fashion-photo-{TRAIN_ROWS}", spec)
 
 
 @pytest.fixture(scope="module")
