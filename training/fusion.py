@@ -1,8 +1,11 @@
 """The fusion model: encoders' modules, masked and concatenated, fed to the head.
 
-For each encoder the fused vector holds ``module(inputs) * mask`` followed, after all
-encoders, by the masks themselves, so the head knows which modalities were present rather
-than mistaking a missing photo for a black one. Modality dropout zeroes a present
+For each encoder the fused vector holds ``layer_norm(module(inputs)) * mask`` followed,
+after all encoders, by the masks themselves, so the head knows which modalities were
+present rather than mistaking a missing photo for a black one. The per-encoder LayerNorm
+puts every modality on the same scale: without it the 1,280 EfficientNet features drowned
+the unit-norm MiniLM vector, and the fused model did worse on articleType than the
+title alone (0.887 vs 0.964 accuracy on the fashion photos). Modality dropout zeroes a present
 modality's mask per item during training (never every modality of an item), which teaches
 the head to answer from the title alone or the photo alone.
 
@@ -42,6 +45,12 @@ class FusionModel(nn.Module):
             if self.frozen[slug]:
                 module.eval()
                 module.requires_grad_(False)
+        self.norms = nn.ModuleDict(
+            {
+                slug: nn.LayerNorm(enc.output_dim)
+                for slug, enc in zip(self.slugs, encoders, strict=True)
+            }
+        )
         self.input_dim = sum(enc.output_dim for enc in encoders) + len(encoders)
         self.head = head.build_module(self.input_dim, list(level_sizes))
         self.modality_dropout = modality_dropout
@@ -82,7 +91,10 @@ class FusionModel(nn.Module):
         mask = torch.stack([masks[slug].float() for slug in self.slugs], dim=1)
         if self.training and self.modality_dropout > 0:
             mask = _drop_modalities(mask, self.modality_dropout)
-        parts = [embeddings[slug].float() * mask[:, i : i + 1] for i, slug in enumerate(self.slugs)]
+        parts = [
+            self.norms[slug](embeddings[slug].float()) * mask[:, i : i + 1]
+            for i, slug in enumerate(self.slugs)
+        ]
         return tuple(self.head(torch.cat([*parts, mask], dim=1)))
 
 
