@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types import TP
 
+from stream_app.broker_probe import BrokerProbe
 from stream_app.classifier import ASSIGNED, Outcome
 from stream_app.config import Settings
 from stream_app.kafka import faust_options
-from stream_app.worker import Dispatcher, Runtime
+from stream_app.memory import MemoryBudget
+from stream_app.model_reload import ModelReloader
+from stream_app.worker import Dispatcher, Runtime, load_model
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +106,14 @@ class WorkerApp:
     runtime: Runtime
 
 
-def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerApp:
-    """The worker's Faust app, wired to ``runtime``; not started."""
+def create_app(
+    settings: Settings, bootstrap: str, runtime: Runtime, model_dir: str | Path | None = None
+) -> WorkerApp:
+    """The worker's Faust app, wired to ``runtime``; not started.
+
+    With ``model_dir`` the app watches it for a new bundle and reloads on SIGHUP
+    (stream_app/model_reload.py).
+    """
     config = faust_config(settings, bootstrap)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.worker.group_id, **config)
@@ -110,7 +122,13 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerAp
     categories = app.topic(settings.topics.categories)
     dlq = app.topic(settings.topics.dlq)
     publisher = FaustPublisher(runtime, categories, dlq)
-    dispatcher = Dispatcher(runtime, publisher, limit=settings.worker.queue_size)
+    memory = MemoryBudget(
+        settings.worker.memory_limit_mb * 2**20, on_wait=runtime.metrics.admission_waited
+    )
+    dispatcher = Dispatcher(runtime, publisher, settings.worker.queue_size, memory)
+    probe = BrokerProbe(settings, bootstrap, on_change=runtime.set_broker_up)
+    runtime.metrics.broker_up.set_function(lambda: float(probe.up))
+    runtime.metrics.backlog.set_function(lambda: dispatcher.backlog(_highwater(app)))
 
     @app.agent(products, name="classify")
     async def classify(stream: faust.StreamT) -> None:
@@ -122,6 +140,23 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerAp
     async def start_runtime() -> None:
         await runtime.start()  # the agent also starts it on its first event, whichever is first
 
+    @app.task
+    async def probe_broker() -> None:
+        await probe.run()  # cancelled at shutdown
+
+    if model_dir is not None:
+        reloader = ModelReloader(
+            model_dir,
+            lambda path: load_model(path, settings, runtime.classifier.plugin_manager),
+            runtime,
+            settings.worker.model_poll_s,
+        )
+
+        @app.task
+        async def watch_model() -> None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
+            await reloader.run()  # cancelled at shutdown
+
     @app.on_before_shutdown.connect
     async def stop_runtime(_app: Any, **_: Any) -> None:
         # Sent after Faust waited for every consumed event to be acked and committed.
@@ -131,6 +166,7 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerAp
     @app.on_partitions_assigned.connect
     async def joined(_app: Any, assigned: Any, **_: Any) -> None:
         runtime.assigned_partitions = True
+        dispatcher.forget_partitions()
         runtime.partitions = sorted(tp.partition for tp in assigned if tp.topic == products_name)
         log.info("assigned %s partitions: %s", products_name, runtime.partitions or "none")
 
@@ -152,7 +188,20 @@ def create_app(settings: Settings, bootstrap: str, runtime: Runtime) -> WorkerAp
             "partitions_assigned": runtime.assigned_partitions,
             "partitions": runtime.partitions,
             "publishing_ok": runtime.publishing_ok,
+            "broker_up": runtime.broker_up,
         }
         return web.json(body, status=200 if runtime.ready else 503)
 
     return WorkerApp(app, classify, dispatcher, runtime)
+
+
+def _highwater(app: faust.App) -> Callable[[str, int], int | None]:
+    """The consumer's last-seen high watermark of a partition (None before any fetch)."""
+
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            return app.consumer.highwater(TP(topic, partition))
+        except Exception:  # noqa: BLE001 - consumer not started or partition not assigned
+            return None
+
+    return highwater

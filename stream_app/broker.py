@@ -57,7 +57,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _port_in_use(host: str, port: int) -> bool:
+    """Someone listens on the port. SO_REUSEADDR, as servers bind: connections of a broker
+    that just stopped (TIME_WAIT) must not block a new one on the same port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

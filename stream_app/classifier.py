@@ -173,6 +173,7 @@ class Classifier:
             stage,
             error_type,
             message,
+            self.settings.worker.dlq_max_original_bytes,
         )
         log.info("dead letter %s stage=%s: %s", _where(source), letter["stage"], message[:200])
         headers = [("content-type", events.CONTENT_TYPE.encode())]

@@ -68,6 +68,9 @@ class WorkerSettings:
     review_threshold: float = 0.5
     max_event_bytes: int = 4 * 1024 * 1024
     memory_limit_mb: int = 4096
+    dlq_max_original_bytes: int = 1024 * 1024
+    model_poll_s: float = 5.0
+    broker_probe_s: float = 2.0
 
 
 @dataclass

@@ -185,11 +185,22 @@ def make_dead_letter(
     stage: str,
     error_type: str,
     message: str,
+    max_original_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Build a validated dead letter keeping the original message bytes for replay."""
+    """Build a validated dead letter keeping the original message bytes for replay.
+
+    A value longer than ``max_original_bytes`` is cut to that length and
+    ``original.truncated_from`` gives its full size: the letter must stay under the
+    broker's message size limit, or the event could never be dead-lettered (its outcome
+    would be retried forever). The full bytes stay in the source topic at ``source``.
+    """
+    original: dict[str, Any] = {"value": _b64(raw), "key": _b64(key)}
+    if raw is not None and max_original_bytes is not None and len(raw) > max_original_bytes:
+        original = {"value": _b64(raw[:max_original_bytes]), "key": _b64(key)}
+        original["truncated_from"] = len(raw)
     letter = {
         "schema_version": SCHEMA_VERSION,
-        "original": {"value": _b64(raw), "key": _b64(key)},
+        "original": original,
         "source": _source(topic, partition, offset),
         "stage": _stage_name(stage),
         "error": {"type": error_type or "Error", "message": _shorten(message)},

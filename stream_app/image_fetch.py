@@ -49,23 +49,40 @@ class _Refused(OSError):
 
 
 class AllowList:
-    """Hosts, addresses and networks that may be fetched even when not public."""
+    """Hosts, addresses and networks that may be fetched even when not public.
+
+    An entry may name one port (``127.0.0.1:8080``, ``[::1]:8080``, ``images.local:80``):
+    then only that port of the host is allowed, not every service listening on it.
+    """
 
     def __init__(self, entries: list[str]) -> None:
-        self.hosts: set[str] = set()
-        self.networks: list[IPNetwork] = []
+        self.hosts: set[tuple[str, int | None]] = set()
+        self.networks: list[tuple[IPNetwork, int | None]] = []
         for entry in entries:
-            text = entry.strip().strip("[]").lower()
+            text, port = _split_port(entry.strip().lower())
+            text = text.strip("[]")
             try:
-                self.networks.append(ipaddress.ip_network(text, strict=False))
+                self.networks.append((ipaddress.ip_network(text, strict=False), port))
             except ValueError:
-                self.hosts.add(text.rstrip("."))
+                self.hosts.add((text.rstrip("."), port))
 
-    def allows_host(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self.hosts
+    def allows_host(self, host: str, port: int | None) -> bool:
+        name = host.lower().rstrip(".")
+        return (name, None) in self.hosts or (port is not None and (name, port) in self.hosts)
 
-    def allows_address(self, address: IPAddress) -> bool:
-        return any(address in network for network in self.networks)
+    def allows_address(self, address: IPAddress, port: int | None) -> bool:
+        return any(
+            address in network and allowed in (None, port) for network, allowed in self.networks
+        )
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """``host:port`` / ``[v6]:port`` -> (host, port); anything else (a CIDR, a bare IPv6
+    address) -> (entry, None)."""
+    host, sep, port = entry.rpartition(":")
+    if sep and port.isdigit() and host and (host.endswith("]") or ":" not in host):
+        return host, int(port)
+    return entry, None
 
 
 def refusal(address: IPAddress) -> str | None:
@@ -94,11 +111,11 @@ class GuardedResolver(AbstractResolver):
             results = await self._inner.resolve(host, port, family)
         except OSError as exc:
             raise _Refused(f"cannot resolve host {host!r}: {exc.strerror or exc}") from None
-        if self._allow.allows_host(host):
+        if self._allow.allows_host(host, port):
             return results
         for result in results:
             address = ipaddress.ip_address(result["host"])
-            reason = None if self._allow.allows_address(address) else refusal(address)
+            reason = None if self._allow.allows_address(address, port) else refusal(address)
             if reason:
                 raise _Refused(f"host {host!r} resolves to {reason}")
         return results
@@ -177,7 +194,8 @@ class ImageFetcher:
             address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             return  # a name: checked after resolution, in the connector
-        if self._allow.allows_host(host) or self._allow.allows_address(address):
+        port = parsed.port
+        if self._allow.allows_host(host, port) or self._allow.allows_address(address, port):
             return
         reason = refusal(address)
         if reason:

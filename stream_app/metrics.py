@@ -20,6 +20,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from stream_app.memory import rss_bytes
+
 ASSIGNED = "assigned"
 DEAD_LETTER = "dead_letter"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -75,6 +77,39 @@ class WorkerMetrics:
         self.ready = Gauge(
             "prodcat_ready", "1 when the worker is consuming and its model is loaded.", registry=r
         )
+        self.broker_up = Gauge(
+            "prodcat_broker_up",
+            "1 when the last metadata probe of the broker answered and listed the products topic.",
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "prodcat_backlog_events",
+            "Events behind the high watermark of the fetched partitions (lag, as this worker "
+            "sees it; 0 for partitions it has not consumed from yet).",
+            registry=r,
+        )
+        self.rss = Gauge(
+            "prodcat_memory_rss_bytes", "Resident set size of the worker process.", registry=r
+        )
+        self.memory_limit = Gauge(
+            "prodcat_memory_limit_bytes", "The memory ceiling (worker.memory_limit_mb).", registry=r
+        )
+        self.in_flight_bytes = Gauge(
+            "prodcat_in_flight_bytes", "Raw bytes of the events in flight.", registry=r
+        )
+        self.admission_waits = Counter(
+            "prodcat_admission_waits",
+            "Events that waited for the memory budget before being admitted, by reason "
+            "(bytes: in-flight byte budget; memory: RSS over the limit).",
+            ["reason"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "prodcat_model_reloads",
+            "Hot model reload attempts by result (loaded, rejected).",
+            ["result"],
+            registry=r,
+        )
 
     def assigned(self) -> None:
         self.events.labels(ASSIGNED, "").inc()
@@ -102,6 +137,15 @@ class WorkerMetrics:
     def watch_queue(self, depth: Callable[[], float]) -> None:
         """Read the queue depth at scrape time instead of updating it on every item."""
         self.queue_depth.set_function(depth)
+
+    def watch_memory(self, held: Callable[[], float], limit: int) -> None:
+        """Memory gauges read at scrape time; ``held`` gives the in-flight raw bytes."""
+        self.rss.set_function(lambda: float(rss_bytes()))
+        self.memory_limit.set(limit)
+        self.in_flight_bytes.set_function(held)
+
+    def admission_waited(self, reason: str) -> None:
+        self.admission_waits.labels(reason).inc()
 
     # BatchObserver
     def on_batch(self, size: int, queue_waits: list[float]) -> None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from stream_app.components import (
 )
 
 SEPARATOR = "__"
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +81,7 @@ class Pipeline:
     def preprocess(self, product: Product) -> Product:
         product = dict(product)
         for step in self.preprocessors:
-            product = step.process(product)
+            product = _guarded(step.name, step.process, product)
         return product
 
     def featurize(self, product: Product) -> dict[str, np.ndarray]:
@@ -87,7 +89,7 @@ class Pipeline:
         product = self.preprocess(product)
         out: dict[str, np.ndarray] = {}
         for slug, encoder in zip(self.slugs, self.encoders, strict=True):
-            arrays = encoder.featurize(product)
+            arrays = _guarded(encoder.name, encoder.featurize, product)
             for spec in self.specs[slug]:
                 out[input_name(slug, spec.name)] = _checked(encoder.name, spec, arrays)
         return out
@@ -132,6 +134,20 @@ class Pipeline:
     def mask_names(self) -> dict[str, str]:
         """Encoder slug -> name of its mask input."""
         return {slug: input_name(slug, MASK_INPUT) for slug in self.slugs}
+
+
+def _guarded(stage: str, call: Callable[[Product], T], product: Product) -> T:
+    """``call(product)``, turning a plugin's unexpected exception into its ComponentError.
+
+    A plugin bug on one product (any exception, not only ComponentError) must refuse that
+    product under the plugin's name, not stop the worker or be reported as ``internal``.
+    """
+    try:
+        return call(product)
+    except ComponentError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any plugin failure belongs to that plugin
+        raise ComponentError(stage, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _checked(stage: str, spec: InputSpec, arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 import pluggy
 
 from stream_app import hookspecs
-from stream_app.components import Component, Encoder, Head, Preprocessor, Product
+from stream_app.components import Component, ComponentError, Encoder, Head, Preprocessor, Product
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 PLUGINS_ENV = "PRODCAT_PLUGINS"
@@ -304,7 +304,14 @@ class PluginManager:
     def postprocess(self, assignment: dict[str, Any], product: Product) -> dict[str, Any]:
         """Run ``postprocess_assignment`` implementations in order, each on the last result."""
         for impl in _in_call_order(self.pm.hook.postprocess_assignment.get_hookimpls()):
-            result = impl.function(**_args(impl, {"assignment": assignment, "product": product}))
+            try:
+                result = impl.function(
+                    **_args(impl, {"assignment": assignment, "product": product})
+                )
+            except ComponentError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the raising plugin is the dead letter's stage
+                raise ComponentError(impl.plugin_name, f"{type(exc).__name__}: {exc}") from exc
             if result is None:
                 continue
             if not isinstance(result, dict):

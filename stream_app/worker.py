@@ -36,6 +36,7 @@ from stream_app.classifier import (
 from stream_app.config import Settings
 from stream_app.image_fetch import ImageFetcher
 from stream_app.inference import create_session
+from stream_app.memory import MemoryBudget
 from stream_app.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -76,14 +77,32 @@ class Runtime:
         self._stopped = False
         self._start_lock = asyncio.Lock()
         self.publishing_ok = True
+        self.broker_up = True  # set by the app's BrokerProbe (stream_app/broker_probe.py)
         self.assigned_partitions = False
         self.partitions: list[int] = []  # partitions of the products topic this worker owns
+        self.use_model(model)
+        for result in ("loaded", "rejected", "unchanged"):
+            self.metrics.model_reloads.labels(result)
+        self.metrics.watch_queue(lambda: self.batcher.depth)
+        self.metrics.ready.set_function(lambda: float(self.ready))
+
+    def model_identity(self) -> dict[str, str]:
+        return self.batcher.model.identity()
+
+    def use_model(self, model: BundleModel) -> None:
+        """Hot reload: later batches run ``model``; batches already formed finish as they are."""
+        self.batcher.use_model(model)
         identity = model.identity()
         self.metrics.set_model(
             identity["name"], identity["version"], identity["fingerprint"], model.session.providers
         )
-        self.metrics.watch_queue(lambda: self.batcher.depth)
-        self.metrics.ready.set_function(lambda: float(self.ready))
+
+    def set_broker_up(self, up: bool) -> None:
+        self.broker_up = up
+
+    def model_reloaded(self, result: str) -> str:
+        self.metrics.model_reloads.labels(result).inc()
+        return result
 
     @property
     def healthy(self) -> bool:
@@ -92,8 +111,14 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        """Serving: model loaded, batcher running, group joined, and produces succeed."""
-        return self.healthy and self.started and self.assigned_partitions and self.publishing_ok
+        """Serving: model loaded, batcher running, group joined, broker up, produces succeed."""
+        return (
+            self.healthy
+            and self.started
+            and self.assigned_partitions
+            and self.broker_up
+            and self.publishing_ok
+        )
 
     async def start(self) -> None:
         """Start the fetcher and batcher once, whoever asks first (app start or first event)."""
@@ -118,33 +143,61 @@ class Runtime:
 class Dispatcher:
     """Runs each consumed event to its acknowledged outcome, then acks it (see module doc)."""
 
-    def __init__(self, runtime: Runtime, publisher: Publisher, limit: int) -> None:
+    def __init__(
+        self, runtime: Runtime, publisher: Publisher, limit: int, memory: MemoryBudget
+    ) -> None:
         self.runtime = runtime
         self.publisher = publisher
+        self.memory = memory
         self._slots = asyncio.Semaphore(limit)
         self._tasks: set[asyncio.Task] = set()
         self._last_of_key: dict[Any, asyncio.Task] = {}  # per message key: newest task
+        self.next_offset: dict[tuple[str, int], int] = {}  # per partition: next to consume
+        runtime.metrics.watch_memory(lambda: memory.held, memory.limit)
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
     async def admit(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> None:
-        """Start handling ``event``; waits while ``limit`` events are already in flight."""
+        """Start handling ``event``; waits while ``limit`` events are already in flight
+        or the memory budget says no (both are back-pressure on the consumer)."""
         await self.runtime.start()
         await self._slots.acquire()
+        size = len(event.value or b"")
+        await self.memory.acquire(size)
         self.runtime.metrics.in_flight.inc()
-        key = (event.message.topic, event.message.partition, event.message.key)
+        message = event.message
+        self.next_offset[(message.topic, message.partition)] = message.offset + 1
+        key = (message.topic, message.partition, message.key)
         task = asyncio.create_task(self._handle(event, ack, self._last_of_key.get(key)))
         self._last_of_key[key] = task
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._done(done, key))
+        task.add_done_callback(lambda done: self._done(done, key, size))
 
-    def _done(self, task: asyncio.Task, key: Any) -> None:
+    def forget_partitions(self) -> None:
+        """After a rebalance the positions of partitions we no longer own are meaningless."""
+        self.next_offset.clear()
+
+    def backlog(self, highwater: Callable[[str, int], int | None]) -> int:
+        """Events published but not yet consumed on the partitions this worker consumed from.
+
+        ``highwater(topic, partition)`` is the high watermark the consumer last saw in a
+        fetch response; partitions not fetched yet (no position or no watermark) count 0.
+        """
+        total = 0
+        for (topic, partition), position in self.next_offset.items():
+            end = highwater(topic, partition)
+            if end is not None:
+                total += max(0, end - position)
+        return total
+
+    def _done(self, task: asyncio.Task, key: Any, size: int) -> None:
         if self._last_of_key.get(key) is task:
             del self._last_of_key[key]
         self._tasks.discard(task)
         self._slots.release()
+        self.memory.release(size)
         self.runtime.metrics.in_flight.dec()
         if not task.cancelled() and task.exception() is not None:
             # Not acked: the offset stays uncommitted and the event is redelivered later.

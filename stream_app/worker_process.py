@@ -41,7 +41,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        model = str(Path(self.model).resolve())
+        model = os.path.abspath(self.model)  # not resolve(): a symlink is how bundles swap
         command = [PRODCAT, "worker", "--model", model, "--broker", self.bootstrap]
         command += ["--web-port", str(self.port)]
         self._log = self.log_path.open("ab")

@@ -18,6 +18,7 @@ import orjson
 from stream_app.bundle import BundleError, ModelBundle
 from stream_app.config import REPO_ROOT, Settings
 from stream_app.kafka import consumer as kafka_consumer
+from stream_app.kafka import producer as kafka_producer
 
 
 def cached_bundle(name: str, spec: Callable[[Path, Path], Any]) -> Path:
@@ -122,3 +123,108 @@ def read_topic(
     finally:
         consumer.close()
     return messages
+
+
+def worker_env(tmp_path: Path, topics: dict[str, str], group: str) -> dict[str, str]:
+    return {
+        "PRODCAT_IMAGES__ALLOW_HOSTS": "127.0.0.1",
+        "PRODCAT_CACHE_DIR": str(tmp_path / "cache"),
+        "PRODCAT_WORKER__GROUP_ID": group,
+        "PRODCAT_TOPICS__PRODUCTS": topics["products"],
+        "PRODCAT_TOPICS__CATEGORIES": topics["categories"],
+        "PRODCAT_TOPICS__DLQ": topics["dlq"],
+    }
+
+
+def topic_settings(prefix: str) -> tuple[Settings, dict[str, str]]:
+    settings = Settings()
+    names = {"products": f"{prefix}-products", "categories": f"{prefix}-categories"}
+    names["dlq"] = f"{prefix}-products.dlq"
+    settings.topics.products = names["products"]
+    settings.topics.categories = names["categories"]
+    settings.topics.dlq = names["dlq"]
+    return settings, names
+
+
+def publish(settings: Settings, bootstrap: str, messages: list[tuple[bytes, bytes, str]]) -> None:
+    """(key, value, traceparent) each to the products topic, acknowledged."""
+    producer = kafka_producer(settings, bootstrap)
+    try:
+        for key, value, traceparent in messages:
+            producer.send(
+                settings.topics.products,
+                key=key,
+                value=value,
+                headers=[("traceparent", traceparent.encode())],
+            )
+        producer.flush(60)
+    finally:
+        producer.close()
+
+
+def hashgram_bundle(
+    data_dir: Path,
+    name: str,
+    *,
+    limit: int = 400,
+    seed: int = 0,
+    preprocessors: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Path:
+    """A small text-only (``text.hashgram``) fashion bundle, trained once and cached.
+
+    The fastest real model the project can train: the reliability tests need a model that
+    classifies thousands of events per second, not an accurate one. ``seed`` varies the
+    weights (and so the fingerprint) for the hot-reload tests; ``preprocessors`` replaces
+    the default chain (to put a test plugin into the model).
+    """
+    from training.datasets import DatasetOptions
+    from training.recipe import DEFAULT_PREPROCESSORS, TrainSpec
+    from training.trainer import TrainConfig
+
+    def spec(out: Path, features: Path) -> TrainSpec:
+        return TrainSpec(
+            data=data_dir / "fashion" / "catalog.csv",
+            out=out,
+            dataset=DatasetOptions(limit=limit),
+            preprocessors=list(preprocessors or DEFAULT_PREPROCESSORS),
+            encoders=[("text.hashgram", {})],
+            train=TrainConfig(epochs=6, batch_size=64, patience=3, lr=3e-3, seed=seed),
+            cache_dir=features,
+            evaluate=False,
+            overwrite=True,
+        )
+
+    return cached_bundle(name, spec)
+
+
+def read_until(
+    settings: Settings,
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[dict[str, Any]]], bool],
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    """Re-read ``topic`` from the start until ``done(messages)`` or the time is up.
+
+    For topics that may hold duplicates, where a count of messages proves nothing.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        messages = read_topic(settings, bootstrap, topic, 10**9, 2.0)
+        if done(messages) or time.monotonic() >= deadline:
+            return messages
+
+
+def text_products(data_dir: Path, count: int, skip: int = 0) -> list[dict[str, Any]]:
+    """``count`` real fashion product events (title and description, no photo)."""
+    from itertools import islice
+
+    from stream_app.sources import read_source
+
+    catalog = data_dir / "fashion" / "catalog.csv"
+    rows = read_source(catalog, "fashion", inline_images=False)
+    events = (row.event for row in rows if row.event is not None)
+    picked = [dict(event) for event in islice(events, skip, skip + count)]
+    for event in picked:
+        event.pop("image", None)
+    return picked

@@ -24,12 +24,10 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import PhotoServer, cached_bundle, read_topic
+from harness import PhotoServer, cached_bundle, publish, read_topic, topic_settings, worker_env
 
 from stream_app.bundle import ModelBundle
-from stream_app.config import Settings
 from stream_app.kafka import ensure_topics
-from stream_app.kafka import producer as kafka_producer
 from stream_app.sources import read_source
 from stream_app.worker_process import PRODCAT, WorkerProcess
 
@@ -122,43 +120,6 @@ def bad_events(
         (variant(image={"url": server.url("/loop")}), "image_fetch"),
         (variant(image={"url": server.url("/page")}), "image_fetch"),
     ]
-
-
-def worker_env(tmp_path: Path, topics: dict[str, str], group: str) -> dict[str, str]:
-    return {
-        "PRODCAT_IMAGES__ALLOW_HOSTS": "127.0.0.1",
-        "PRODCAT_CACHE_DIR": str(tmp_path / "cache"),
-        "PRODCAT_WORKER__GROUP_ID": group,
-        "PRODCAT_TOPICS__PRODUCTS": topics["products"],
-        "PRODCAT_TOPICS__CATEGORIES": topics["categories"],
-        "PRODCAT_TOPICS__DLQ": topics["dlq"],
-    }
-
-
-def topic_settings(prefix: str) -> tuple[Settings, dict[str, str]]:
-    settings = Settings()
-    names = {"products": f"{prefix}-products", "categories": f"{prefix}-categories"}
-    names["dlq"] = f"{prefix}-products.dlq"
-    settings.topics.products = names["products"]
-    settings.topics.categories = names["categories"]
-    settings.topics.dlq = names["dlq"]
-    return settings, names
-
-
-def publish(settings: Settings, bootstrap: str, messages: list[tuple[bytes, bytes, str]]) -> None:
-    """(key, value, traceparent) each to the products topic, acknowledged."""
-    producer = kafka_producer(settings, bootstrap)
-    try:
-        for key, value, traceparent in messages:
-            producer.send(
-                settings.topics.products,
-                key=key,
-                value=value,
-                headers=[("traceparent", traceparent.encode())],
-            )
-        producer.flush(60)
-    finally:
-        producer.close()
 
 
 def test_products_and_bad_events_each_end_as_exactly_one_outcome(

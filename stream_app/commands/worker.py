@@ -75,7 +75,7 @@ def command(settings: Settings, model_dir: str | None, web_port: int | None) -> 
     except (BundleError, InferenceSetupError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
     with serving_broker(settings) as bootstrap:
-        _run(settings, bootstrap, model)
+        _run(settings, bootstrap, model, model_dir)
 
 
 def _with_web_port(settings: Settings, web_port: int | None) -> Settings:
@@ -92,7 +92,7 @@ def _load(model_dir: str, settings: Settings) -> BundleModel:
     return load_model(model_dir, settings, get_plugin_manager())
 
 
-def _run(settings: Settings, bootstrap: str, model: BundleModel) -> None:
+def _run(settings: Settings, bootstrap: str, model: BundleModel, model_dir: str) -> None:
     import faust
 
     from stream_app.app import create_app
@@ -101,7 +101,7 @@ def _run(settings: Settings, bootstrap: str, model: BundleModel) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     runtime = Runtime(settings, model, get_plugin_manager())
-    worker_app = create_app(settings, bootstrap, runtime)
+    worker_app = create_app(settings, bootstrap, runtime, model_dir)
     identity = model.identity()
     click.echo(
         f"worker: model {identity['name']} ({identity['fingerprint']}) on "

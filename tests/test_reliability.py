@@ -1,0 +1,330 @@
+"""Reliability of real worker processes (issue 7): crashes, broker outage, overload, hot reload.
+
+Every test runs ``prodcat worker`` as a child process against an embedded broker, with the
+smallest real model the project trains (``text.hashgram`` only, cached), and real fashion
+products. Each test bounds its own waits; none asserts on timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from harness import (
+    hashgram_bundle,
+    publish,
+    read_topic,
+    read_until,
+    text_products,
+    topic_settings,
+    worker_env,
+)
+
+from stream_app.broker import EmbeddedBroker, free_port
+from stream_app.bundle import MANIFEST_FILE, ModelBundle
+from stream_app.config import Settings
+from stream_app.kafka import ensure_topics
+from stream_app.memory import rss_bytes
+from stream_app.worker_process import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.training]
+
+CRASH_PRODUCTS = 3000
+INTERRUPTIONS = 3
+WAIT_S = 240.0  # upper bound of any wait for outcomes; a healthy run needs a fraction
+TRACE = "00-{:032x}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture(scope="module")
+def bundle(data_dir: Path) -> Path:
+    return hashgram_bundle(data_dir, "rel-hashgram-a", seed=0)
+
+
+@pytest.fixture(scope="module")
+def other_bundle(data_dir: Path) -> Path:
+    """Same recipe, other seed: other weights, other fingerprint (the 'new model')."""
+    return hashgram_bundle(data_dir, "rel-hashgram-b", seed=1)
+
+
+@pytest.fixture(scope="module")
+def products(data_dir: Path) -> list[dict[str, Any]]:
+    return text_products(data_dir, CRASH_PRODUCTS)
+
+
+def messages(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes, str]]:
+    return [
+        (str(e["product_id"]).encode(), orjson.dumps(e), TRACE.format(i + 1))
+        for i, e in enumerate(events)
+    ]
+
+
+class PacedPublisher:
+    """Publishes events in small chunks from a thread, so products keep flowing for a while."""
+
+    def __init__(
+        self, settings: Settings, bootstrap: str, events: list[dict[str, Any]], chunks: int
+    ) -> None:
+        size = max(1, len(events) // chunks)
+        self._chunks = [events[i : i + size] for i in range(0, len(events), size)]
+        self._args = (settings, bootstrap)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            for chunk in self._chunks:
+                publish(*self._args, messages(chunk))
+                time.sleep(0.3)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            self.error = exc
+
+    def __enter__(self) -> PacedPublisher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.join()
+
+    def join(self) -> None:
+        self.thread.join(WAIT_S)
+        if self.error is not None:
+            raise self.error
+
+
+def ids_covered(expected: set[str]) -> Any:
+    return lambda found: expected <= {m["value"]["product_id"] for m in found}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_worker_interrupted_three_times_loses_nothing(
+    sig: signal.Signals,
+    bundle: Path,
+    products: list[dict[str, Any]],
+    embedded_broker: str,
+    tmp_path: Path,
+) -> None:
+    """Killed (SIGKILL) or stopped (SIGTERM) at random moments while products flow, and
+    restarted each time: every product gets an assignment; SIGKILL may duplicate (same
+    source event id), a SIGTERM drain may not."""
+    name = sig.name.lower()
+    settings, topics = topic_settings(f"crash-{name}")
+    ensure_topics(settings, embedded_broker)
+    env = worker_env(tmp_path, topics, f"crash-{name}")
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    stops: list[tuple[float, int]] = []
+    with PacedPublisher(settings, embedded_broker, products, chunks=60):
+        for run in range(INTERRUPTIONS):
+            worker = WorkerProcess(bundle, embedded_broker, tmp_path / f"w{run}.log", env).start()
+            worker.wait_ready()
+            read_topic(settings, embedded_broker, topics["categories"], 1, WAIT_S)
+            moment = rng.uniform(0.2, 2.5)
+            time.sleep(moment)
+            stops.append((round(moment, 2), worker.stop(sig)))
+            if sig == signal.SIGTERM:
+                assert stops[-1][1] == 0, worker.tail()
+        last = WorkerProcess(bundle, embedded_broker, tmp_path / "last.log", env).start()
+        last.wait_ready()
+    try:
+        expected = {str(p["product_id"]) for p in products}
+        read_until(settings, embedded_broker, topics["categories"], ids_covered(expected), WAIT_S)
+        time.sleep(3)  # let late outcomes (duplicates) of the last worker land too
+        assignments = read_topic(settings, embedded_broker, topics["categories"], 10**9, 3)
+        assert last.get("/health")[0] == 200
+    finally:
+        assert last.stop(signal.SIGTERM) == 0, last.tail()
+    found = Counter(a["value"]["product_id"] for a in assignments)
+    missing = expected - set(found)
+    assert not missing, f"{len(missing)} products never assigned (seed {seed}, stops {stops})"
+    events_of: dict[str, set[str]] = defaultdict(set)
+    for a in assignments:
+        events_of[a["value"]["product_id"]].add(a["value"]["source_event_id"])
+    assert all(len(ids) == 1 for ids in events_of.values()), "a duplicate changed its event id"
+    duplicates = sum(found.values()) - len(found)
+    print(
+        f"{name}: {len(products)} products, {len(assignments)} assignments, "
+        f"{duplicates} duplicates (same source_event_id); stops after (s, exit) {stops}; "
+        f"seed {seed}"
+    )
+    if sig == signal.SIGTERM:
+        assert duplicates == 0
+    assert not read_topic(settings, embedded_broker, topics["dlq"], 1, 2)
+
+
+def test_broker_outage_makes_the_worker_not_ready_then_it_resumes(
+    bundle: Path, products: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The broker goes away for 15 s and a new, empty one comes back on the same port."""
+    port = free_port()
+    settings, topics = topic_settings("outage")
+    env = worker_env(tmp_path, topics, "outage") | {"PRODCAT_WORKER__BROKER_PROBE_S": "0.5"}
+    before, after = products[:50], products[50:100]
+    with EmbeddedBroker(port=port) as broker:
+        ensure_topics(settings, broker.bootstrap)
+        worker = WorkerProcess(bundle, broker.bootstrap, tmp_path / "worker.log", env).start()
+        worker.wait_ready()
+        publish(settings, broker.bootstrap, messages(before))
+        assert len(read_topic(settings, broker.bootstrap, topics["categories"], 50, WAIT_S)) == 50
+    try:
+        outage_ends = time.monotonic() + 15
+        states: list[tuple[int, int]] = []
+        while time.monotonic() < outage_ends:
+            assert worker.process is not None and worker.process.poll() is None, worker.tail()
+            states.append((worker.get("/ready")[0], worker.get("/health")[0]))
+            time.sleep(0.5)
+        assert (503, 200) in states, f"never reported not-ready while healthy: {states}"
+        assert states[-1] == (503, 200), states[-5:]
+        assert worker.metric("prodcat_broker_up") == 0
+        with EmbeddedBroker(port=port) as broker:
+            ensure_topics(settings, broker.bootstrap)
+            worker.wait_ready(WAIT_S)
+            publish(settings, broker.bootstrap, messages(after))
+            expected = {str(p["product_id"]) for p in after}
+            found = read_until(
+                settings, broker.bootstrap, topics["categories"], ids_covered(expected), WAIT_S
+            )
+            assert expected <= {m["value"]["product_id"] for m in found}, worker.tail()
+            assert worker.metric("prodcat_broker_up") == 1
+            code = worker.stop(signal.SIGTERM)
+    finally:
+        worker.stop(signal.SIGKILL)
+    assert code == 0, worker.tail()
+
+
+def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
+    bundle: Path, products: list[dict[str, Any]], embedded_broker: str, tmp_path: Path
+) -> None:
+    """A burst far above what the worker holds: back-pressure, bounded memory, backlog shown.
+
+    The worker holds at most ``queue_size`` events in flight plus ``queue_size`` prefetched;
+    ten times its capacity per second arrives at once (the burst is published before the
+    worker starts, so all of it is waiting when it begins).
+    """
+    queue_size, limit_mb = 16, 1024
+    settings, topics = topic_settings("overload")
+    ensure_topics(settings, embedded_broker)
+    env = worker_env(tmp_path, topics, "overload") | {
+        "PRODCAT_WORKER__QUEUE_SIZE": str(queue_size),
+        "PRODCAT_WORKER__MAX_BATCH_SIZE": "8",
+        "PRODCAT_WORKER__MEMORY_LIMIT_MB": str(limit_mb),
+    }
+    publish(settings, embedded_broker, messages(products))
+    worker = WorkerProcess(bundle, embedded_broker, tmp_path / "worker.log", env).start()
+    samples: list[dict[str, float]] = []
+    try:
+        worker.wait_ready()
+        deadline = time.monotonic() + WAIT_S
+        assigned = 0.0
+        while assigned < len(products) and time.monotonic() < deadline:
+            sample = {
+                name: worker.metric(name)
+                for name in (
+                    "prodcat_queue_depth",
+                    "prodcat_in_flight_events",
+                    "prodcat_backlog_events",
+                    "prodcat_memory_rss_bytes",
+                )
+            }
+            assert worker.process is not None
+            sample["rss_proc"] = rss_bytes(worker.process.pid)
+            samples.append(sample)
+            assigned = worker.metric("prodcat_events_total", {"outcome": "assigned", "stage": ""})
+            time.sleep(0.2)
+        final_backlog = worker.metric("prodcat_backlog_events")
+        assignments = read_topic(
+            settings, embedded_broker, topics["categories"], len(products), WAIT_S
+        )
+    finally:
+        assert worker.stop(signal.SIGTERM) == 0, worker.tail()
+    assert {a["value"]["product_id"] for a in assignments} == {p["product_id"] for p in products}
+    peak = {name: max(s[name] for s in samples) for name in samples[0]}
+    print(f"overload: {len(products)} products, {len(samples)} samples, peaks {peak}")
+    assert peak["prodcat_queue_depth"] <= queue_size
+    assert peak["prodcat_in_flight_events"] <= queue_size
+    assert peak["rss_proc"] < limit_mb * 2**20
+    assert peak["prodcat_backlog_events"] >= 10 * 2 * queue_size, "the backlog was never shown"
+    assert final_backlog == 0
+
+
+def test_hot_reload_swaps_valid_bundles_and_rejects_bad_ones(
+    bundle: Path,
+    other_bundle: Path,
+    products: list[dict[str, Any]],
+    embedded_broker: str,
+    tmp_path: Path,
+) -> None:
+    """SIGHUP-driven (polling off): B replaces A between batches with no event dropped; a
+    bundle with an edited manifest is rejected, logged and counted, and B keeps serving."""
+    settings, topics = topic_settings("reload")
+    ensure_topics(settings, embedded_broker)
+    current = tmp_path / "models" / "current"
+    current.parent.mkdir()
+    broken = tmp_path / "models" / "broken"
+    shutil.copytree(other_bundle, broken)
+    manifest = json.loads((broken / MANIFEST_FILE).read_text())
+    manifest["labels"][manifest["levels"][0]][0] = "Renamed"  # the fingerprint no longer matches
+    (broken / MANIFEST_FILE).write_text(json.dumps(manifest))
+    point(current, bundle)
+    env = worker_env(tmp_path, topics, "reload") | {"PRODCAT_WORKER__MODEL_POLL_S": "0"}
+    worker = WorkerProcess(current, embedded_broker, tmp_path / "worker.log", env).start()
+    a, b = (ModelBundle.load(path).fingerprint for path in (bundle, other_bundle))
+    batches = [products[i : i + 300] for i in range(0, 900, 300)]
+    try:
+        worker.wait_ready()
+        publish(settings, embedded_broker, messages(batches[0]))
+        point(current, other_bundle)  # polling is off: nothing happens before SIGHUP
+        read_topic(settings, embedded_broker, topics["categories"], 300, WAIT_S)
+        hangup(worker)
+        wait_for_metric(worker, "loaded", 1)
+        publish(settings, embedded_broker, messages(batches[1]))
+        point(current, broken)
+        hangup(worker)
+        wait_for_metric(worker, "rejected", 1)
+        publish(settings, embedded_broker, messages(batches[2]))
+        assignments = read_topic(settings, embedded_broker, topics["categories"], 900, WAIT_S)
+        assert worker.ready() is not None
+        reloads = {r: reload_count(worker, r) for r in ("loaded", "rejected", "unchanged")}
+    finally:
+        assert worker.stop(signal.SIGTERM) == 0, worker.tail()
+    assert reloads == {"loaded": 1, "rejected": 1, "unchanged": 0}
+    served = {x["value"]["product_id"]: x["value"]["model"]["fingerprint"] for x in assignments}
+    assert len(assignments) == 900 and len(served) == 900, "an event was dropped or repeated"
+    assert {served[q["product_id"]] for q in batches[0]} == {a}
+    assert {served[q["product_id"]] for q in batches[1] + batches[2]} == {b}
+    log = worker.log_path.read_text(errors="replace")
+    rejected = [line for line in log.splitlines() if "model reload rejected" in line]
+    assert len(rejected) == 1 and "fingerprint" in rejected[0] and b in rejected[0]
+
+
+def point(link: Path, target: Path) -> None:
+    """Re-point the model symlink atomically: a new link renamed over the old one."""
+    fresh = link.with_name(link.name + ".new")
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(target.resolve(), target_is_directory=True)
+    os.replace(fresh, link)
+
+
+def hangup(worker: WorkerProcess) -> None:
+    assert worker.process is not None
+    worker.process.send_signal(signal.SIGHUP)
+
+
+def reload_count(worker: WorkerProcess, result: str) -> float:
+    return worker.metric("prodcat_model_reloads_total", {"result": result})
+
+
+def wait_for_metric(worker: WorkerProcess, result: str, value: float) -> None:
+    deadline = time.monotonic() + 60
+    while reload_count(worker, result) < value:
+        assert time.monotonic() < deadline, f"no {result} reload:\n{worker.tail()}"
+        time.sleep(0.2)
