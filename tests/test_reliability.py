@@ -123,7 +123,7 @@ def test_worker_interrupted_three_times_loses_nothing(
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     stops: list[tuple[float, int]] = []
-    with PacedPublisher(settings, embedded_broker, products, chunks=60):
+    with PacedPublisher(settings, embedded_broker, products, chunks=40):
         for run in range(INTERRUPTIONS):
             worker = WorkerProcess(bundle, embedded_broker, tmp_path / f"w{run}.log", env).start()
             worker.wait_ready()
@@ -206,11 +206,12 @@ def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
 ) -> None:
     """A burst far above what the worker holds: back-pressure, bounded memory, backlog shown.
 
-    The worker holds at most ``queue_size`` events in flight plus ``queue_size`` prefetched;
-    ten times its capacity per second arrives at once (the burst is published before the
-    worker starts, so all of it is waiting when it begins).
+    The worker holds at most ``queue_size`` events in flight plus ``queue_size`` prefetched
+    (its capacity); the burst is thirty times that and is published before the worker
+    starts, so all of it is waiting when it begins.
     """
     queue_size, limit_mb = 16, 1024
+    burst = products[:1000]
     settings, topics = topic_settings("overload")
     ensure_topics(settings, embedded_broker)
     env = worker_env(tmp_path, topics, "overload") | {
@@ -218,14 +219,14 @@ def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
         "PRODCAT_WORKER__MAX_BATCH_SIZE": "8",
         "PRODCAT_WORKER__MEMORY_LIMIT_MB": str(limit_mb),
     }
-    publish(settings, embedded_broker, messages(products))
+    publish(settings, embedded_broker, messages(burst))
     worker = WorkerProcess(bundle, embedded_broker, tmp_path / "worker.log", env).start()
     samples: list[dict[str, float]] = []
     try:
         worker.wait_ready()
         deadline = time.monotonic() + WAIT_S
         assigned = 0.0
-        while assigned < len(products) and time.monotonic() < deadline:
+        while assigned < len(burst) and time.monotonic() < deadline:
             sample = {
                 name: worker.metric(name)
                 for name in (
@@ -242,13 +243,13 @@ def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
             time.sleep(0.2)
         final_backlog = worker.metric("prodcat_backlog_events")
         assignments = read_topic(
-            settings, embedded_broker, topics["categories"], len(products), WAIT_S
+            settings, embedded_broker, topics["categories"], len(burst), WAIT_S
         )
     finally:
         assert worker.stop(signal.SIGTERM) == 0, worker.tail()
-    assert {a["value"]["product_id"] for a in assignments} == {p["product_id"] for p in products}
+    assert {a["value"]["product_id"] for a in assignments} == {p["product_id"] for p in burst}
     peak = {name: max(s[name] for s in samples) for name in samples[0]}
-    print(f"overload: {len(products)} products, {len(samples)} samples, peaks {peak}")
+    print(f"overload: {len(burst)} products, {len(samples)} samples, peaks {peak}")
     assert peak["prodcat_queue_depth"] <= queue_size
     assert peak["prodcat_in_flight_events"] <= queue_size
     assert peak["rss_proc"] < limit_mb * 2**20

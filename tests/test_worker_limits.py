@@ -1,0 +1,121 @@
+"""Unit tests of the worker's limits: memory budget, port-specific allow-list, model reload."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+from harness import hashgram_bundle
+
+from stream_app.config import Settings
+from stream_app.image_fetch import AllowList
+from stream_app.memory import MemoryBudget, rss_bytes
+from stream_app.model_reload import ModelReloader
+from stream_app.worker import load_model
+
+
+def test_budget_waits_for_bytes_then_admits_on_release() -> None:
+    async def scenario() -> list[str]:
+        waits: list[str] = []
+        budget = MemoryBudget(400, on_wait=waits.append, rss=lambda: 0)  # 100 bytes in flight
+        await budget.acquire(80)
+        blocked = asyncio.create_task(budget.acquire(30))
+        await asyncio.sleep(0.05)
+        assert not blocked.done() and budget.held == 80
+        budget.release(80)
+        await asyncio.wait_for(blocked, 2)
+        assert budget.held == 30 and budget.count == 1
+        return waits
+
+    assert asyncio.run(scenario()) == ["bytes"]
+
+
+def test_budget_gates_on_rss_but_never_stops_with_nothing_in_flight() -> None:
+    async def scenario() -> list[str]:
+        waits: list[str] = []
+        rss = [10_000]
+        budget = MemoryBudget(1000, on_wait=waits.append, rss=lambda: rss[0])
+        await budget.acquire(2000)  # over every limit, but nothing in flight: admitted
+        blocked = asyncio.create_task(budget.acquire(1))
+        await asyncio.sleep(0.5)
+        assert not blocked.done()
+        budget.release(2000)  # nothing in flight again: the next one goes
+        await asyncio.wait_for(blocked, 2)
+        return waits
+
+    assert asyncio.run(scenario()) == ["bytes"]
+
+
+def test_rss_is_read_from_proc() -> None:
+    assert rss_bytes() > 10 * 2**20 or not Path("/proc/self/statm").exists()
+    assert rss_bytes(2**22 + 7) == 0  # no such process
+
+
+def test_allow_list_entries_may_name_one_port() -> None:
+    allow = AllowList(["127.0.0.1:8080", "[::1]:81", "photos.local:80", "10.0.0.0/8", "fd00::1"])
+    loopback = ipaddress.ip_address("127.0.0.1")
+    assert allow.allows_address(loopback, 8080)
+    assert not allow.allows_address(loopback, 9092) and not allow.allows_address(loopback, None)
+    assert allow.allows_address(ipaddress.ip_address("::1"), 81)
+    assert allow.allows_address(ipaddress.ip_address("10.1.2.3"), 5)  # no port: any port
+    assert allow.allows_address(ipaddress.ip_address("fd00::1"), 443)
+    assert allow.allows_host("photos.local", 80) and not allow.allows_host("photos.local", 81)
+
+
+class Target:
+    """Records what the reloader does to the runtime."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.results: list[str] = []
+
+    def model_identity(self) -> dict[str, str]:
+        return self.model.identity()  # type: ignore[attr-defined]
+
+    def use_model(self, model: object) -> None:
+        self.model = model
+
+    def model_reloaded(self, result: str) -> str:
+        self.results.append(result)
+        return result
+
+
+@pytest.mark.training
+def test_reloader_follows_the_model_directory(data_dir: Path, tmp_path: Path) -> None:
+    """Polling path: a re-pointed symlink loads, a gap (no manifest) is no change, a
+    broken bundle is rejected and the same broken bundle is not retried until SIGHUP."""
+    first = hashgram_bundle(data_dir, "rel-hashgram-a", seed=0)
+    second = hashgram_bundle(data_dir, "rel-hashgram-b", seed=1)
+    settings = Settings()
+    link = tmp_path / "current"
+    link.symlink_to(first)
+
+    def load(path: Path) -> object:
+        return load_model(path, settings, None)
+
+    target = Target(load(link))
+    reloader = ModelReloader(link, load, target, poll_s=0)
+
+    def repoint(to: Path) -> None:
+        fresh = tmp_path / "current.new"
+        fresh.symlink_to(to)
+        os.replace(fresh, link)
+
+    async def steps() -> list[str | None]:
+        out = [await reloader.check()]  # nothing changed
+        repoint(second)
+        out.append(await reloader.check())
+        repoint(tmp_path / "missing")  # mid-swap: no manifest yet
+        out.append(await reloader.check())
+        empty = tmp_path / "empty"
+        (empty).mkdir()
+        (empty / "manifest.json").write_text("{}")
+        repoint(empty)
+        out += [await reloader.check(), await reloader.check(), await reloader.check(forced=True)]
+        return out
+
+    assert asyncio.run(steps()) == [None, "loaded", None, "rejected", None, "rejected"]
+    assert target.model_identity()["fingerprint"] == load(second).identity()["fingerprint"]
