@@ -266,7 +266,6 @@ def test_hostile_corpus_and_generated_events_each_end_as_one_outcome(
     env = worker_env(tmp_path, topics, "hostile") | {
         "PRODCAT_IMAGES__ALLOW_HOSTS": f"127.0.0.1:{server.port}",
         "PRODCAT_IMAGES__FETCH_TIMEOUT_S": "2",
-        "PRODCAT_KAFKA__MAX_MESSAGE_BYTES": str(BIG + 2**20),
         "PRODCAT_WORKER__MEMORY_LIMIT_MB": str(MEMORY_LIMIT_MB),
     }
     worker = WorkerProcess(bundle, embedded_broker, tmp_path / "worker.log", env).start()
