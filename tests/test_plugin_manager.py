@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from stream_app.components import Encoder, Preprocessor
+from stream_app.components import ComponentError, Encoder, Preprocessor
 from stream_app.hookspecs import hookimpl
+from stream_app.pipeline import Pipeline
 from stream_app.plugin_manager import (
     ComponentMismatchError,
     DuplicateComponentError,
@@ -186,6 +187,30 @@ def test_postprocess_result_must_be_a_dict(register_plugin) -> None:
     manager = register_plugin(_plugin(postprocess_assignment=lambda assignment: "nope"), "bad")
     with pytest.raises(TypeError, match="plugin 'bad': postprocess_assignment returned str"):
         manager.postprocess({"product_id": "1"}, {})
+
+
+def test_a_raising_postprocess_plugin_is_named_in_the_error(register_plugin) -> None:
+    def boom(assignment: dict[str, Any]) -> None:
+        raise KeyError("price")
+
+    manager = register_plugin(_plugin(postprocess_assignment=boom), "pricing")
+    with pytest.raises(ComponentError, match="KeyError") as raised:
+        manager.postprocess({"product_id": "1"}, {})
+    assert raised.value.stage == "pricing"
+
+
+def test_a_raising_preprocessor_is_named_in_the_error(plugin_manager) -> None:
+    class Fragile(Preprocessor):
+        name = "test.fragile"
+
+        def process(self, product: dict[str, Any]) -> dict[str, Any]:
+            return {**product, "title": product["title"].upper()}
+
+    pipeline = Pipeline([Fragile()], [plugin_manager.encoder("text.hashgram", {})])
+    assert pipeline.featurize({"title": "ok"})
+    with pytest.raises(ComponentError, match="KeyError") as raised:
+        pipeline.featurize({})
+    assert raised.value.stage == "test.fragile"
 
 
 def test_manifest_entry_round_trip_and_skew_detection(plugin_manager) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import os
 from pathlib import Path
@@ -119,3 +120,14 @@ def test_reloader_follows_the_model_directory(data_dir: Path, tmp_path: Path) ->
 
     assert asyncio.run(steps()) == [None, "loaded", None, "rejected", None, "rejected"]
     assert target.model_identity()["fingerprint"] == load(second).identity()["fingerprint"]
+
+
+def test_dead_letter_keeps_the_head_of_an_oversized_original() -> None:
+    from stream_app.events import make_dead_letter
+
+    raw = b"x" * 5000
+    letter = make_dead_letter(raw, b"k", "products", 0, 7, "decode", "EventError", "too big", 1024)
+    assert base64.b64decode(letter["original"]["value"]) == raw[:1024]
+    assert letter["original"]["truncated_from"] == 5000
+    small = make_dead_letter(b"{}", None, "products", 0, 8, "schema", "EventError", "x", 1024)
+    assert "truncated_from" not in small["original"]
