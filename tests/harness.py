@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -41,57 +41,69 @@ def cached_bundle(name: str, spec: Callable[[Path, Path], Any]) -> Path:
     return out
 
 
-class PhotoServer:
-    """Serves ``<root>/<name>`` as image/jpeg, plus hostile routes, on 127.0.0.1."""
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Request handler base for the tests' servers: helpers for replies, no access log."""
 
-    def __init__(self, root: Path) -> None:
-        photos = root
+    def redirect(self, target: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path == "/loop":
-                    self._redirect("/loop")
-                elif self.path == "/page":
-                    self._send(200, "text/html", b"<html>not a photo</html>")
-                elif self.path.startswith("/photos/"):
-                    file = photos / Path(self.path).name
-                    if file.is_file():
-                        self._send(200, "image/jpeg", file.read_bytes())
-                    else:
-                        self._send(404, "text/plain", b"no such photo")
-                else:
-                    self._send(404, "text/plain", b"not found")
+    def reply(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-            def _redirect(self, target: str) -> None:
-                self.send_response(302)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    def log_message(self, *args: Any) -> None:
+        pass
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
+class LocalServer:
+    """A threading HTTP server on 127.0.0.1 (free port) for a ``with`` block."""
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def __init__(self, handler: type[QuietHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def __enter__(self) -> PhotoServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class PhotoServer(LocalServer):
+    """Serves ``<root>/<name>`` as image/jpeg, plus hostile routes, on 127.0.0.1."""
+
+    def __init__(self, root: Path) -> None:
+        photos = root
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path == "/loop":
+                    self.redirect("/loop")
+                elif self.path == "/page":
+                    self.reply(200, "text/html", b"<html>not a photo</html>")
+                elif self.path.startswith("/photos/"):
+                    file = photos / Path(self.path).name
+                    if file.is_file():
+                        self.reply(200, "image/jpeg", file.read_bytes())
+                    else:
+                        self.reply(404, "text/plain", b"no such photo")
+                else:
+                    self.reply(404, "text/plain", b"not found")
+
+        super().__init__(Handler)
 
 
 def read_topic(

@@ -16,7 +16,6 @@ worker process from its entry point: those events are dead-lettered under its na
 from __future__ import annotations
 
 import base64
-import http.server
 import io
 import json
 import signal
@@ -28,7 +27,15 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import hashgram_bundle, read_topic, text_products, topic_settings, worker_env
+from harness import (
+    LocalServer,
+    QuietHandler,
+    hashgram_bundle,
+    read_topic,
+    text_products,
+    topic_settings,
+    worker_env,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -74,20 +81,20 @@ class Sentinel:
         self.sock.close()
 
 
-class HostileServer:
+class HostileServer(LocalServer):
     """127.0.0.1 photo server with hostile routes: loops, redirects inward, trickling."""
 
     def __init__(self, photo: bytes) -> None:
         stop = self.stopping = threading.Event()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path == "/photo.jpg":
-                    self._send(200, "image/jpeg", photo)
+                    self.reply(200, "image/jpeg", photo)
                 elif self.path == "/loop":
-                    self._redirect("/loop")
+                    self.redirect("/loop")
                 elif self.path == "/inward":
-                    self._redirect("http://10.0.0.1/photo.jpg")
+                    self.redirect("http://10.0.0.1/photo.jpg")
                 elif self.path == "/trickle":
                     self.send_response(200)
                     self.send_header("Content-Type", "image/jpeg")
@@ -100,36 +107,13 @@ class HostileServer:
                         except OSError:
                             return
                 else:
-                    self._send(404, "text/plain", b"not found")
+                    self.reply(404, "text/plain", b"not found")
 
-            def _redirect(self, target: str) -> None:
-                self.send_response(302)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+        super().__init__(Handler)
 
-            def _send(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc_info)
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +128,9 @@ def jpeg(data_dir: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def servers(jpeg: bytes) -> Iterator[tuple[HostileServer, Sentinel]]:
-    server, sentinel = HostileServer(jpeg), Sentinel()
-    yield server, sentinel
-    server.close()
+    sentinel = Sentinel()
+    with HostileServer(jpeg) as server:
+        yield server, sentinel
     sentinel.close()
 
 
