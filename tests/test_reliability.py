@@ -123,7 +123,7 @@ def test_worker_interrupted_three_times_loses_nothing(
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     stops: list[tuple[float, int]] = []
-    with PacedPublisher(settings, embedded_broker, products, chunks=40):
+    with PacedPublisher(settings, embedded_broker, products, chunks=30):
         for run in range(INTERRUPTIONS):
             worker = WorkerProcess(bundle, embedded_broker, tmp_path / f"w{run}.log", env).start()
             worker.wait_ready()
@@ -225,8 +225,8 @@ def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
     try:
         worker.wait_ready()
         deadline = time.monotonic() + WAIT_S
-        assigned = 0.0
-        while assigned < len(burst) and time.monotonic() < deadline:
+        done = 0.0
+        while done < len(burst) and time.monotonic() < deadline:
             sample = {
                 name: worker.metric(name)
                 for name in (
@@ -239,7 +239,7 @@ def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
             assert worker.process is not None
             sample["rss_proc"] = rss_bytes(worker.process.pid)
             samples.append(sample)
-            assigned = worker.metric("prodcat_events_total", {"outcome": "assigned", "stage": ""})
+            done = assigned(worker)
             time.sleep(0.2)
         final_backlog = worker.metric("prodcat_backlog_events")
         assignments = read_topic(
@@ -255,6 +255,41 @@ def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
     assert peak["rss_proc"] < limit_mb * 2**20
     assert peak["prodcat_backlog_events"] >= 10 * 2 * queue_size, "the backlog was never shown"
     assert final_backlog == 0
+
+
+def test_over_its_memory_limit_the_worker_takes_one_event_at_a_time(
+    bundle: Path, products: list[dict[str, Any]], embedded_broker: str, tmp_path: Path
+) -> None:
+    """A memory limit below the worker's own footprint: it must neither stop nor lose
+    anything, only slow down to one event in flight, and say why in its metrics."""
+    settings, topics = topic_settings("memlimit")
+    ensure_topics(settings, embedded_broker)
+    env = worker_env(tmp_path, topics, "memlimit") | {"PRODCAT_WORKER__MEMORY_LIMIT_MB": "64"}
+    events = products[:200]
+    worker = WorkerProcess(bundle, embedded_broker, tmp_path / "worker.log", env).start()
+    try:
+        worker.wait_ready()
+        publish(settings, embedded_broker, messages(events))
+        in_flight: list[float] = []
+        deadline = time.monotonic() + WAIT_S
+        while len(in_flight) < 2 or in_flight[-1] > 0 or assigned(worker) < len(events):
+            assert time.monotonic() < deadline, worker.tail()
+            in_flight.append(worker.metric("prodcat_in_flight_events"))
+            time.sleep(0.1)
+        waits = worker.metric("prodcat_admission_waits_total", {"reason": "memory"})
+        rss = worker.metric("prodcat_memory_rss_bytes")
+        assignments = read_topic(settings, embedded_broker, topics["categories"], 200, WAIT_S)
+    finally:
+        assert worker.stop(signal.SIGTERM) == 0, worker.tail()
+    print(f"memory limit 64 MiB, RSS {rss / 2**20:.0f} MiB: {waits:.0f} admissions waited")
+    assert rss > 64 * 2**20, "the limit must be below the footprint for this test to mean much"
+    assert {a["value"]["product_id"] for a in assignments} == {e["product_id"] for e in events}
+    assert max(in_flight) <= 1
+    assert waits > 0
+
+
+def assigned(worker: WorkerProcess) -> float:
+    return worker.metric("prodcat_events_total", {"outcome": "assigned", "stage": ""})
 
 
 def test_hot_reload_swaps_valid_bundles_and_rejects_bad_ones(
