@@ -9,6 +9,7 @@ the dynamo exporter mis-builds some encoder graphs (see DESIGN.md).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def export_onnx(
     outputs = [output_name(level) for level in levels]
     args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in names)
     dynamic = {name: {0: "batch"} for name in [*names, *outputs]}
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # the TorchScript exporter notes every strided Slice it cannot constant-fold
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             graph,
             args,
