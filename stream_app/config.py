@@ -71,6 +71,7 @@ class WorkerSettings:
     dlq_max_original_bytes: int = 1024 * 1024
     model_poll_s: float = 5.0
     broker_probe_s: float = 2.0
+    commit_interval_s: float = 1.0
 
 
 @dataclass
