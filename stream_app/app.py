@@ -4,7 +4,11 @@ Topics carry raw bytes (``value_serializer='raw'``): decoding and validation are
 malformed message becomes a dead letter instead of a Faust deserialisation crash. The web
 server binds 127.0.0.1 unless ``[worker] web_host`` says otherwise, and serves
 ``/metrics`` (Prometheus), ``/health`` (503 when the batcher died: restart the process) and
-``/ready`` (503 until the model is loaded, the group is joined and produces succeed).
+``/ready`` (503 until the model is loaded and the group is joined, and whenever the broker
+probe fails or produces fail). Background tasks: the broker probe
+(stream_app/broker_probe.py) and, with a model directory, the hot-reload watcher
+(stream_app/model_reload.py, also woken by SIGHUP). The dispatcher's memory budget
+(stream_app/memory.py) enforces ``[worker] memory_limit_mb`` at admission.
 
 Shutdown (SIGTERM): Faust stops fetching, waits until every consumed event is acked
 (``stream_wait_empty``) and commits; our events are acked only after their outcome was
