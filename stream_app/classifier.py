@@ -34,6 +34,7 @@ TRACEPARENT = "traceparent"
 TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 ASSIGNED = "assigned"
 DEAD_LETTER = "dead_letter"
+LETTER_OVERHEAD = 64 * 1024  # a dead letter's fields besides the original (error <= 2000 chars)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ class BundleModel:
         }
 
 
+def original_cap(settings: Settings) -> int:
+    """How much of an original message a dead letter keeps: ``dlq_max_original_bytes``, but
+    never more than fits in ``max_message_bytes`` once base64 (4/3) and the letter's other
+    fields (``LETTER_OVERHEAD``) are added, so a dead letter can always be produced."""
+    fits = (settings.kafka.max_message_bytes - LETTER_OVERHEAD) * 3 // 4
+    return max(1, min(settings.worker.dlq_max_original_bytes, fits))
+
+
 def batcher_config(settings: Settings) -> BatcherConfig:
     w = settings.worker
     return BatcherConfig(
@@ -115,6 +124,7 @@ class Classifier:
         self.fetcher = fetcher
         self.plugin_manager = plugin_manager
         self.metrics = metrics
+        self.original_cap = original_cap(settings)
 
     async def classify(self, raw: bytes | None, source: Source) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -173,7 +183,7 @@ class Classifier:
             stage,
             error_type,
             message,
-            self.settings.worker.dlq_max_original_bytes,
+            self.original_cap,
         )
         log.info("dead letter %s stage=%s: %s", _where(source), letter["stage"], message[:200])
         headers = [("content-type", events.CONTENT_TYPE.encode())]

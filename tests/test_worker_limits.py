@@ -131,3 +131,14 @@ def test_dead_letter_keeps_the_head_of_an_oversized_original() -> None:
     assert letter["original"]["truncated_from"] == 5000
     small = make_dead_letter(b"{}", None, "products", 0, 8, "schema", "EventError", "x", 1024)
     assert "truncated_from" not in small["original"]
+
+
+def test_dead_letters_keep_no_more_than_fits_in_a_message() -> None:
+    from stream_app.classifier import original_cap
+
+    settings = Settings()
+    assert original_cap(settings) == settings.worker.dlq_max_original_bytes
+    settings.kafka.max_message_bytes = 1024 * 1024
+    cap = original_cap(settings)
+    assert cap < settings.worker.dlq_max_original_bytes
+    assert (cap + 2) // 3 * 4 + 64 * 1024 <= settings.kafka.max_message_bytes
