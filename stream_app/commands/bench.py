@@ -19,7 +19,7 @@ from rich.console import Console
 from stream_app.commands.worker import model_option
 from stream_app.config import REPO_ROOT, Settings
 
-SECTION_HELP = "model, e2e, naive, latency, accuracy (repeatable; default: all)"
+SECTION_HELP = "Run only this section (repeatable; default: all, in the order listed)."
 
 
 @click.command()
@@ -132,7 +132,7 @@ def command(
 
 
 def _import_bench() -> None:
-    if importlib.util.find_spec("bench.run") is None:
+    if importlib.util.find_spec("bench") is None:
         if not (REPO_ROOT / "bench" / "run.py").is_file():
             raise click.ClickException(
                 "prodcat bench needs a source checkout of prodcat (bench/ is not installed)"
