@@ -87,7 +87,9 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - last-resort guard for a friendly CLI
         if os.environ.get("PRODCAT_DEBUG"):
             raise
-        click.echo(f"Error: {type(exc).__name__}: {exc} (set PRODCAT_DEBUG=1 for details)", err=True)
+        click.echo(
+            f"Error: {type(exc).__name__}: {exc} (set PRODCAT_DEBUG=1 for details)", err=True
+        )
         sys.exit(1)
 
 
