@@ -7,7 +7,8 @@ server binds 127.0.0.1 unless ``[worker] web_host`` says otherwise, and serves
 ``/ready`` (503 until the model is loaded and the group is joined, and whenever the broker
 probe fails or produces fail). Background tasks: the broker probe
 (stream_app/broker_probe.py) and, with a model directory, the hot-reload watcher
-(stream_app/model_reload.py, also woken by SIGHUP). The dispatcher's memory budget
+(stream_app/model_reload.py, also woken by SIGHUP), and the check that rewinds a position
+past the end of a log that a broker lost (stream_app/offsets.py). The dispatcher's memory budget
 (stream_app/memory.py) enforces ``[worker] memory_limit_mb`` at admission.
 
 Shutdown (SIGTERM): Faust stops fetching, waits until every consumed event is acked
@@ -32,9 +33,11 @@ from faust.types import TP
 from stream_app.broker_probe import BrokerProbe
 from stream_app.classifier import ASSIGNED, Outcome
 from stream_app.config import Settings
+from stream_app.fetch_wait import cap_fetch_wait
 from stream_app.kafka import faust_options
 from stream_app.memory import MemoryBudget
 from stream_app.model_reload import ModelReloader
+from stream_app.offsets import rewind_past_end
 from stream_app.worker import Dispatcher, Runtime, load_model
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,7 @@ def create_app(
     """
     config = faust_config(settings, bootstrap)
     Path(config["datadir"]).mkdir(parents=True, exist_ok=True)
+    cap_fetch_wait()
     app = faust.App(settings.worker.group_id, **config)
     products_name = settings.topics.products
     products = app.topic(products_name)
@@ -149,6 +153,14 @@ def create_app(
     @app.task
     async def probe_broker() -> None:
         await probe.run()  # cancelled at shutdown
+
+    @app.timer(settings.worker.broker_probe_s)
+    async def rewind_lost_positions() -> None:
+        if runtime.assigned_partitions and probe.up:
+            try:
+                await rewind_past_end(app.consumer, products_name)
+            except Exception as exc:  # noqa: BLE001 - a rebalance moved the partitions: next time
+                log.debug("position check skipped: %s", exc)
 
     if model_dir is not None:
         reloader = ModelReloader(
