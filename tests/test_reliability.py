@@ -168,13 +168,15 @@ def test_broker_outage_makes_the_worker_not_ready_then_it_resumes(
     port = free_port()
     settings, topics = topic_settings("outage")
     env = worker_env(tmp_path, topics, "outage") | {"PRODCAT_WORKER__BROKER_PROBE_S": "0.5"}
-    before, after = products[:50], products[50:100]
+    # More before than after: every partition's new log ends below the old position.
+    before, after = products[:120], products[120:160]
     with EmbeddedBroker(port=port) as broker:
         ensure_topics(settings, broker.bootstrap)
         worker = WorkerProcess(bundle, broker.bootstrap, tmp_path / "worker.log", env).start()
         worker.wait_ready()
         publish(settings, broker.bootstrap, messages(before))
-        assert len(read_topic(settings, broker.bootstrap, topics["categories"], 50, WAIT_S)) == 50
+        done = read_topic(settings, broker.bootstrap, topics["categories"], 120, WAIT_S)
+        assert len(done) == 120
     try:
         outage_ends = time.monotonic() + 15
         states: list[tuple[int, int]] = []

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from faust.types import TP
 from harness import hashgram_bundle
 
 from stream_app.config import Settings
@@ -142,3 +143,35 @@ def test_dead_letters_keep_no_more_than_fits_in_a_message() -> None:
     cap = original_cap(settings)
     assert cap < settings.worker.dlq_max_original_bytes
     assert (cap + 2) // 3 * 4 + 64 * 1024 <= settings.kafka.max_message_bytes
+
+
+class FakeConsumer:
+    """Faust consumer calls rewind_past_end uses, with positions and watermarks."""
+
+    def __init__(self, positions: dict[TP, int], ends: dict[TP, int | None]) -> None:
+        self.positions, self.ends = positions, ends
+        self.seeks: list[dict[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return set(self.positions)
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.ends[tp]
+
+    async def position(self, tp: TP) -> int:
+        return self.positions[tp]
+
+    async def seek_wait(self, offsets: dict[TP, int]) -> None:
+        self.seeks.append(offsets)
+
+
+def test_a_position_past_the_log_end_is_rewound_to_the_start() -> None:
+    from stream_app.offsets import rewind_past_end
+
+    behind, ahead, unknown, other = TP("p", 0), TP("p", 1), TP("p", 2), TP("q", 0)
+    consumer = FakeConsumer(
+        {behind: 5, ahead: 30, unknown: 30, other: 30},
+        {behind: 9, ahead: 4, unknown: None, other: 0},
+    )
+    assert asyncio.run(rewind_past_end(consumer, "p")) == [ahead]
+    assert consumer.seeks == [{ahead: 0}]
