@@ -65,6 +65,7 @@ class Collector:
         self.settings = settings
         self.bootstrap = bootstrap
         self.arrived: dict[str, float] = {}
+        self.worker_ms: dict[str, float] = {}  # an assignment's own latency_ms (in the worker)
         self.dead_letters = 0
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -113,7 +114,10 @@ class Collector:
             with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
                 return str(orjson.loads(original)["event_id"])
             return f"dead-{record.partition}-{record.offset}"
-        return str(value["source_event_id"])
+        event_id = str(value["source_event_id"])
+        if value.get("latency_ms") is not None:
+            self.worker_ms.setdefault(event_id, float(value["latency_ms"]))
+        return event_id
 
     def wait_for(
         self, ids: list[str], timeout_s: float, alive: Callable[[], str | None], tick: Tick
@@ -337,13 +341,17 @@ def throughput(
 
 def latency(runner: Runner, messages: list[Message], rate: float, tick: Tick) -> dict[str, Any]:
     """Publish at ``rate``/s; percentiles of publish -> outcome receipt in ms."""
+    assert runner.collector is not None
     sent, arrived = runner.send_and_wait(messages, tick, rate)
     millis = sorted((arrived[i] - sent[i]) * 1000 for i in sent)
+    inside = [runner.collector.worker_ms[i] for i in sent if i in runner.collector.worker_ms]
     span = max(sent.values()) - min(sent.values())
     return {
         "offered_per_s": rate,
         "published_per_s": (len(sent) - 1) / span if span > 0 else None,
         "items": len(millis),
         **{f"p{q}_ms": percentile(millis, q) for q in QUANTILES},
+        # consumed -> assignment built, as the worker reports it: the rest is Kafka's hops
+        **{f"worker_p{q}_ms": percentile(inside, q) for q in QUANTILES},
         "latencies_ms": [round(m, 2) for m in millis],
     }
