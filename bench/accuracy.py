@@ -2,7 +2,8 @@
 
 Accuracy is what ``prodcat train`` / ``prodcat evaluate`` recorded in the bundle
 (``metrics.json``, else the manifest's ``metrics``); speed is item 1's measurement at the
-batcher's ``max_batch_size``, fp32, with and without featurising. To add a bundle to the
+batcher's ``max_batch_size``, in the precision the bundle ships, with and without
+featurising. To add a bundle to the
 table, train it (``prodcat train --encoder ... --out DIR``) and pass ``--compare DIR``.
 """
 
@@ -46,7 +47,7 @@ def table(
                 bundle,
                 products,
                 [size],
-                precisions=("fp32",),
+                precisions=(model_only.served_precision(bundle),),
                 providers=plan.providers,
                 threads=settings.worker.ort_threads,
                 featurize_threads=settings.worker.featurize_threads,
@@ -59,14 +60,16 @@ def table(
 
 def row(bundle: ModelBundle, points: list[model_only.Point], size: int) -> dict[str, Any]:
     manifest = bundle.manifest
-    featurised = model_only.rate_at(points, "fp32", model_only.FEATURISED, size)
+    precision = model_only.served_precision(bundle)
+    featurised = model_only.rate_at(points, precision, model_only.FEATURISED, size)
     return {
         "bundle": str(bundle.path),
         "encoders": [e["name"] for e in manifest["encoders"]],
         "head": manifest["head"]["name"],
+        "precision": precision,
         "accuracy": accuracy_of(bundle),
         "batch_size": size,
-        "items_per_s": model_only.rate_at(points, "fp32", model_only.PRECOMPUTED, size),
+        "items_per_s": model_only.rate_at(points, precision, model_only.PRECOMPUTED, size),
         "featurised_items_per_s": featurised,
         "ms_per_item": 1000 / featurised if featurised else None,
     }

@@ -52,10 +52,15 @@ class Budget:
     max_runs: int = 2000
 
 
+def served_precision(bundle: ModelBundle) -> str:
+    """The precision of the graph the worker serves: the bundle's own."""
+    return "int8" if bundle.manifest["model"].get("quantized") else "fp32"
+
+
 @contextmanager
 def graphs(bundle: ModelBundle, precisions: Sequence[str]) -> Iterator[dict[str, Path]]:
     """precision -> ONNX file: the bundle's own graph, int8 made on the fly when asked for."""
-    shipped = "int8" if bundle.manifest["model"].get("quantized") else "fp32"
+    shipped = served_precision(bundle)
     found = {shipped: bundle.model_path}
     with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp:
         if "int8" in precisions and shipped == "fp32":
@@ -175,9 +180,9 @@ def rate_at(points: Sequence[Point], precision: str, mode: str, batch: float) ->
     return float(np.interp(math.log2(max(batch, 1)), [math.log2(s) for s in sizes], rates))
 
 
-def batch_ms(points: Sequence[Point], batch: int) -> float | None:
-    """Inference time of one batch of ``batch`` items (fp32, precomputed features)."""
-    rate = rate_at(points, "fp32", PRECOMPUTED, batch)
+def batch_ms(points: Sequence[Point], batch: int, precision: str = "fp32") -> float | None:
+    """Inference time of one batch of ``batch`` items (precomputed features)."""
+    rate = rate_at(points, precision, PRECOMPUTED, batch)
     return batch / rate * 1000 if rate else None
 
 

@@ -128,7 +128,8 @@ def markdown(results: dict[str, Any], images: dict[str, Path], docs: Path) -> st
         "",
         "| goal | measured | met |",
         "| --- | --- | --- |",
-        f"| end to end ≥ 0.8 × model only (fp32, featurising included, at the mean batch "
+        f"| end to end ≥ 0.8 × model only ({results['model']['precision']}, featurising "
+        f"included, at the mean batch "
         f"the batcher formed: {_f(s['batch_size_mean'])}) | {_f(s['e2e_over_model_only'], 2)} "
         f"({_f(s['e2e_items_per_s'])} / {_f(s['model_only_items_per_s'])} items/s) "
         f"| {_yes(s['goals']['e2e_over_model_only >= 0.8'])} |",
@@ -240,23 +241,24 @@ def _accuracy_table(rows: Any) -> list[str]:
         "### 5. Accuracy per millisecond",
         "",
         "Test-split accuracy as recorded with each bundle (`prodcat train` / `prodcat "
-        "evaluate`); speed as in item 1 at the batcher's max batch size, fp32. Add a bundle "
-        "with `prodcat bench --section accuracy --compare DIR` (repeatable).",
+        "evaluate`); speed as in item 1 at the batcher's max batch size, in the graph the "
+        "bundle ships. Add a bundle with `prodcat bench --section accuracy --compare DIR` "
+        "(repeatable).",
         "",
-        "| bundle | encoders | head | accuracy per level | items/s (model) "
+        "| bundle | encoders | head | graph | accuracy per level | items/s (model) "
         "| items/s (featurised) | ms/item |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: |",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| `{r['bundle']}` | — | — | {r['error']} | | | |")
+            lines.append(f"| `{r['bundle']}` | — | — | — | {r['error']} | | | |")
             continue
         acc = r["accuracy"]
         accuracy = " / ".join(f"{v:.3f}" for v in acc.values()) if acc else "not evaluated"
         lines.append(
             f"| `{Path(r['bundle']).name}` | {', '.join(r['encoders'])} | {r['head']} "
-            f"| {accuracy} | {_f(r['items_per_s'])} | {_f(r['featurised_items_per_s'])} "
-            f"| {_f(r['ms_per_item'], 2)} |"
+            f"| {r['precision']} | {accuracy} | {_f(r['items_per_s'])} "
+            f"| {_f(r['featurised_items_per_s'])} | {_f(r['ms_per_item'], 2)} |"
         )
     levels = next((list(r["accuracy"]) for r in rows if r.get("accuracy")), [])
     if levels:

@@ -78,7 +78,11 @@ def run(settings: Settings, plan: Plan, console: Console) -> dict[str, Any]:
     batcher = {"max_batch_size": settings.worker.max_batch_size}
     batcher["max_delay_ms"] = settings.worker.max_delay_ms
     results: dict[str, Any] = describe(plan.providers) | {
-        "model": {"path": str(plan.model), "fingerprint": bundle.fingerprint},
+        "model": {
+            "path": str(plan.model),
+            "fingerprint": bundle.fingerprint,
+            "precision": model_only.served_precision(bundle),
+        },
         "batcher": batcher,
         "plan": {
             "sections": list(plan.sections),
@@ -196,21 +200,22 @@ def _loads(
 def summarise(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The headline figures and the three goals, from whatever sections ran (None: not run)."""
     points = [model_only.Point(**p) for p in results.get("model_only", [])]
+    served = results["model"]["precision"]  # the ratios compare the graph the worker runs
     e2e = results.get("e2e") or {}
     naive = results.get("naive") or {}
     batch_mean = (e2e.get("batch_size") or {}).get("mean")
     model_rate = (
-        model_only.rate_at(points, "fp32", model_only.FEATURISED, batch_mean)
+        model_only.rate_at(points, served, model_only.FEATURISED, batch_mean)
         if points and batch_mean
         else None
     )
     full_batch = settings.worker.max_batch_size
-    full_batch_ms = model_only.batch_ms(points, full_batch) if points else None
+    full_batch_ms = model_only.batch_ms(points, full_batch, served) if points else None
     bound = settings.worker.max_delay_ms + 3 * full_batch_ms if full_batch_ms else None
     at_half = next((r for r in results.get("latency", []) if r["load"] == 0.5), None)
     p99 = at_half["p99_ms"] if at_half else None
     e2e_rate, naive_rate = e2e.get("items_per_s"), naive.get("items_per_s")
-    ceiling = max((p.items_per_s for p in points if p.precision == "fp32"), default=None)
+    ceiling = max((p.items_per_s for p in points if p.precision == served), default=None)
     summary = {
         "model_only_items_per_s": model_rate,
         "model_only_ceiling_items_per_s": ceiling,
