@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks items 1 and 2 on an NVIDIA GPU with onnxruntime-gpu, in one go: the model-only
-# ceiling with the CUDA provider and I/O binding at batch sizes 1..1,024, and end to end
-# through the embedded broker and a worker running on CUDA. Prints a short table and says
-# plainly what it could and could not run.
+# ceiling with the CUDA provider and I/O binding at batch sizes 1..1,024 (fp32 only: dynamic
+# int8 is a CPU-provider optimisation), and end to end through the embedded broker and a
+# worker running on CUDA. Prints a short table and says plainly what it could and could not
+# run.
 #
 # The GPU machine (the device tool) starts bare, reaches no package index and takes at most
 # 64 MiB of working tree, so this runs in two steps:
@@ -86,6 +87,7 @@ index_answers() {
 
 run() {
     PY="${PYTHON:-python3}"
+    cd "$ROOT" || exit 1
     OUT_DIR="${OUT:-$ROOT/bench/results}"
     local could=() could_not=()
     [ -d "$STAGE/model" ] || { say "no $STAGE: run 'bench/gpu.sh prepare' here first"; exit 1; }
@@ -116,7 +118,8 @@ run() {
     export PRODCAT_WORKER__MAX_BATCH_SIZE="${PRODCAT_WORKER__MAX_BATCH_SIZE:-256}"
     export PRODCAT_WORKER__FEATURIZE_THREADS="${PRODCAT_WORKER__FEATURIZE_THREADS:-8}"
     (cd "$ROOT" && "$PY" -m bench --model "$STAGE/model" --data "$STAGE/products.jsonl" \
-        --providers cuda --batch-sizes "$BATCH_SIZES" --products "$PRODUCTS" "${sections[@]}" \
+        --providers cuda --precision fp32 --batch-sizes "$BATCH_SIZES" \
+        --products "$PRODUCTS" "${sections[@]}" \
         --out gpu --results-dir "$OUT_DIR" --no-docs) || { say "the benchmark failed"; exit 1; }
     could+=("item 1: model-only, CUDA + I/O binding, batch 1..1024")
     [ "${#could_not[@]}" -eq 0 ] && could+=("item 2: end to end, worker on CUDA")

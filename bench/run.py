@@ -43,6 +43,7 @@ class Plan:
     warmup: int = 64
     latency_seconds: float = 20.0
     budget: model_only.Budget = field(default_factory=model_only.Budget)
+    precisions: tuple[str, ...] = ("fp32", "int8")
     providers: str = "cpu"
     compare: tuple[Path, ...] = ()
     timeout_s: float = 900.0
@@ -88,6 +89,7 @@ def run(settings: Settings, plan: Plan, console: Console) -> dict[str, Any]:
             "sections": list(plan.sections),
             "products": plan.products,
             "batch_sizes": list(plan.batch_sizes),
+            "precisions": list(plan.precisions),
             "latency_seconds": plan.latency_seconds,
             "providers": plan.providers,
         },
@@ -110,12 +112,13 @@ def run(settings: Settings, plan: Plan, console: Console) -> dict[str, Any]:
 def _model_only(
     bundle: ModelBundle, products: list[Any], plan: Plan, settings: Settings, progress: Progress
 ) -> list[dict[str, Any]]:
-    total = 2 * 2 * len(plan.batch_sizes)
+    total = len(plan.precisions) * 2 * len(plan.batch_sizes)
     task = progress.add_task("1 model-only ceiling", total=total)
     points = model_only.measure(
         bundle,
         products,
         plan.batch_sizes,
+        precisions=plan.precisions,
         providers=plan.providers,
         threads=settings.worker.ort_threads,
         featurize_threads=settings.worker.featurize_threads,

@@ -38,6 +38,13 @@ SECTION_HELP = "Run only this section (repeatable; default: all, in the order li
     "--batch-sizes", help="Comma-separated model-only batch sizes (default 1,2,4,...,256)."
 )
 @click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    type=click.Choice(["fp32", "int8"]),
+    help="Model-only precisions (repeatable; default both; int8 is quantised on the fly).",
+)
+@click.option(
     "--compare",
     multiple=True,
     type=click.Path(file_okay=False, exists=True),
@@ -79,6 +86,7 @@ def command(
     sections: tuple[str, ...],
     products: int | None,
     batch_sizes: str | None,
+    precisions: tuple[str, ...],
     compare: tuple[str, ...],
     providers: str,
     data: str | None,
@@ -109,6 +117,7 @@ def command(
         sections=tuple(s for s in SECTIONS if s in sections) or None,
         products=products,
         batch_sizes=_sizes(batch_sizes),
+        precisions=precisions or None,
         compare=tuple(Path(c) for c in compare) or None,
         providers=providers,
     )
