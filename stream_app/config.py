@@ -76,11 +76,13 @@ class WorkerSettings:
 
 @dataclass
 class ImageSettings:
+    """Fetching photos by URL. Decoding limits (pixels, bytes) belong to the `image.decode`
+    component's config, recorded in the model manifest, so training and serving agree."""
+
     fetch_timeout_s: float = 5.0
     max_bytes: int = 5 * 1024 * 1024
     max_redirects: int = 3
     max_concurrency: int = 16
-    max_pixels: int = 40_000_000
     allow_hosts: list[str] = field(default_factory=list)
 
 
