@@ -16,7 +16,6 @@ from PIL import Image
 from plugins.image_encoders import EfficientNetLite0Encoder, TorchvisionEncoder
 from plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
 from stream_app.components import Encoder
-from stream_app.config import load_settings
 
 CHINESE = "女士纯棉短袖T恤 白色"
 UNK_ID = 100  # MiniLM's [UNK]
@@ -35,14 +34,6 @@ def all_encoders() -> list[Encoder]:
         EfficientNetLite0Encoder(),
         TorchvisionEncoder(SMALL_RESNET),
     ]
-
-
-@pytest.fixture(name="data_dir", scope="module")
-def data_dir_fixture() -> Path:
-    path = load_settings().data_path()
-    if not (path / "fashion" / "catalog.csv").is_file():
-        pytest.skip(f"data sets not found at {path} (set PRODCAT_DATA_DIR)")
-    return path
 
 
 def first_rows(path: Path, count: int, keep: Any = lambda row: True) -> list[dict[str, str]]:

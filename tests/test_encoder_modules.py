@@ -12,7 +12,6 @@ from encoder_cases import (  # noqa: F401 - the *_fixture names are pytest fixtu
     SMALL_HASHGRAM,
     SMALL_LSTM,
     SMALL_RESNET,
-    data_dir_fixture,
     products_fixture,
     sources_fixture,
 )

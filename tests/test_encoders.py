@@ -17,7 +17,6 @@ from encoder_cases import (  # noqa: F401 - the *_fixture names are pytest fixtu
     SMALL_RESNET,
     UNK_ID,
     all_encoders,
-    data_dir_fixture,
     products_fixture,
     sources_fixture,
 )
