@@ -180,6 +180,19 @@ def rate_at(points: Sequence[Point], precision: str, mode: str, batch: float) ->
     return float(np.interp(math.log2(max(batch, 1)), [math.log2(s) for s in sizes], rates))
 
 
+def cpu_at(points: Sequence[Point], precision: str, mode: str, batch: float) -> float | None:
+    """CPU ms per item at ``batch`` (log-linear between measured sizes, like :func:`rate_at`)."""
+    series = sorted(
+        (p.batch_size, p.cpu_ms_per_item)
+        for p in points
+        if (p.precision, p.mode) == (precision, mode)
+    )
+    if not series:
+        return None
+    sizes, cpu = zip(*series, strict=True)
+    return float(np.interp(math.log2(max(batch, 1)), [math.log2(s) for s in sizes], cpu))
+
+
 def batch_ms(points: Sequence[Point], batch: int, precision: str = "fp32") -> float | None:
     """Inference time of one batch of ``batch`` items (precomputed features)."""
     rate = rate_at(points, precision, PRECOMPUTED, batch)

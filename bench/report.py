@@ -141,6 +141,11 @@ def markdown(results: dict[str, Any], images: dict[str, Path], docs: Path) -> st
         f"| {_f(s['p99_ms_at_50pct'])} ms ≤ {_f(s['p99_bound_ms'])} ms "
         f"| {_yes(s['goals']['p99_at_50pct <= bound'])} |",
         "",
+        f"CPU per item, which the machine's load moves far less: model only "
+        f"{_f(s.get('model_only_cpu_ms_per_item'))} ms, worker end to end "
+        f"{_f(s.get('e2e_cpu_ms_per_item'))} ms (×{_f(s.get('e2e_cpu_over_model_only_cpu'), 2)}), "
+        f"naive loop {_f(s.get('naive_cpu_ms_per_item'))} ms.",
+        "",
     ]
     lines += _model_table(results.get("model_only"), images.get("throughput"), docs)
     lines += _stream_table(results)

@@ -107,6 +107,10 @@ def _consistent(r: dict[str, Any]) -> None:
     batches = r["e2e"]["batch_size"]
     assert sum(batches["buckets"].values()) == batches["count"] > 0
     assert r["p99_bound_ms"] > r["batcher"]["max_delay_ms"]
+    assert r["e2e_cpu_ms_per_item"] == r["e2e"]["cpu_ms_per_item"] > 0
+    assert r["e2e_cpu_over_model_only_cpu"] == pytest.approx(
+        r["e2e_cpu_ms_per_item"] / r["model_only_cpu_ms_per_item"]
+    )
     points = {(p["precision"], p["mode"], p["batch_size"]) for p in r["model_only"]}
     sizes = r["plan"]["batch_sizes"]
     expected = {
