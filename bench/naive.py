@@ -14,9 +14,9 @@ import argparse
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream_app import events
-from stream_app.bundle import ModelBundle
-from stream_app.inference import create_session
+from prodcat.core import events
+from prodcat.model.bundle import ModelBundle
+from prodcat.model.inference import create_session
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import accuracy, model_only, stream
 from bench.data import as_messages, cycle, photo_products
 from bench.environment import describe
-from stream_app.broker import EmbeddedBroker
-from stream_app.bundle import ModelBundle
-from stream_app.config import Settings
-from stream_app.kafka import wait_for_broker
+from prodcat.core.settings import Settings
+from prodcat.kafka.clients import wait_for_broker
+from prodcat.kafka.embedded import EmbeddedBroker
+from prodcat.model.bundle import ModelBundle
 
 SECTIONS = ("model", "e2e", "naive", "latency", "accuracy")
 LOADS = (0.25, 0.5, 0.75)

@@ -28,13 +28,13 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.config import REPO_ROOT, Settings
-from stream_app.demo import percentile
-from stream_app.kafka import consumer as kafka_consumer
-from stream_app.kafka import ensure_topics
-from stream_app.kafka import producer as kafka_producer
-from stream_app.publisher import Pacer
-from stream_app.worker_process import WorkerProcess
+from prodcat.core.settings import REPO_ROOT, Settings
+from prodcat.core.stats import percentile
+from prodcat.kafka.clients import consumer as kafka_consumer
+from prodcat.kafka.clients import ensure_topics
+from prodcat.kafka.clients import producer as kafka_producer
+from prodcat.kafka.publisher import Pacer
+from prodcat.worker.child import WorkerProcess
 
 Message = tuple[str, bytes, bytes]  # event id, key, value
 Tick = Callable[[int], None]

@@ -9,8 +9,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, ClassVar
 
-from stream_app.components import Head
-from stream_app.hookspecs import Register, hookimpl
+from prodcat import Head, Register, create_component, hookimpl
 
 
 class MlpHead(Head):
@@ -26,7 +25,7 @@ class MlpHead(Head):
     defaults: ClassVar[dict[str, Any]] = {"hidden": [512], "dropout": 0.2, "input_norm": True}
 
     def build_module(self, input_dim: int, level_sizes: list[int]) -> Any:
-        from plugins.head_modules import MlpModule
+        from prodcat.plugins.head_modules import MlpModule
 
         return MlpModule(
             input_dim,
@@ -50,14 +49,14 @@ class LinearSvmHead(Head):
     defaults: ClassVar[dict[str, Any]] = {"margin": 1.0, "dropout": 0.0, "input_norm": True}
 
     def build_module(self, input_dim: int, level_sizes: list[int]) -> Any:
-        from plugins.head_modules import MlpModule
+        from prodcat.plugins.head_modules import MlpModule
 
         return MlpModule(
             input_dim, level_sizes, [], self.config["dropout"], self.config["input_norm"]
         )
 
     def loss(self, outputs: Any, targets: Any) -> Any:
-        from plugins.head_modules import hinge_loss
+        from prodcat.plugins.head_modules import hinge_loss
 
         return hinge_loss(outputs, targets, self.config["margin"])
 
@@ -83,16 +82,13 @@ class EnsembleHead(Head):
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
-        from stream_app.plugin_manager import get_plugin_manager
-
         specs = self.config["members"]
         if not specs or not all(isinstance(spec, dict) and "name" in spec for spec in specs):
             raise ValueError(
                 'head.ensemble: members must be a non-empty list of {"name": ..., "config": {...}}'
             )
-        manager = get_plugin_manager()
         self.members: list[Head] = [
-            manager.head(spec["name"], spec.get("config") or {}) for spec in specs
+            create_component("head", spec["name"], spec.get("config") or {}) for spec in specs
         ]
         # Record each member's full config, defaults included, in the manifest.
         self.config["members"] = [
@@ -101,7 +97,7 @@ class EnsembleHead(Head):
         self._modules: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def build_module(self, input_dim: int, level_sizes: list[int]) -> Any:
-        from plugins.head_modules import EnsembleModule
+        from prodcat.plugins.head_modules import EnsembleModule
 
         module = EnsembleModule(
             [member.build_module(input_dim, level_sizes) for member in self.members]

@@ -11,10 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from plugins.features import present
-from plugins.imaging import IMAGENET_MEAN, IMAGENET_STD, SIGNED_UNIT, image_array
-from stream_app.components import Encoder, InputSpec, Product, mask_spec
-from stream_app.hookspecs import Register, hookimpl
+from prodcat import Encoder, InputSpec, Product, Register, hookimpl, mask_spec, present
+from prodcat.plugins.imaging import IMAGENET_MEAN, IMAGENET_STD, SIGNED_UNIT, image_array
 
 IMAGE_KEY = "_image"
 EFFICIENTNET_LITE0_DIM = 1280
@@ -90,7 +88,7 @@ class EfficientNetLite0Encoder(ImageEncoder):
         return self.config["trainable_blocks"] == 0
 
     def build_module(self) -> Any:
-        from plugins.image_modules import EfficientNetLite0Module
+        from prodcat.plugins.image_modules import EfficientNetLite0Module
 
         return EfficientNetLite0Module(self.config["image_size"], self.config["trainable_blocks"])
 
@@ -120,7 +118,7 @@ class TorchvisionEncoder(ImageEncoder):
         arch = self.config["arch"]
         if arch in TORCHVISION_DIMS:
             return TORCHVISION_DIMS[arch]
-        from plugins.image_modules import torchvision_feature_dim
+        from prodcat.plugins.image_modules import torchvision_feature_dim
 
         return torchvision_feature_dim(arch)
 
@@ -129,7 +127,7 @@ class TorchvisionEncoder(ImageEncoder):
         return not self.config["trainable"]
 
     def build_module(self) -> Any:
-        from plugins.image_modules import TorchvisionModule
+        from prodcat.plugins.image_modules import TorchvisionModule
 
         return TorchvisionModule(
             self.config["arch"], self.config["weights_path"], self.config["trainable"]

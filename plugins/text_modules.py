@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as functional
 from torch import nn
 
-from plugins.texthash import PAD_ID
-from plugins.torch_parts import FrozenParts
+from prodcat.plugins.texthash import PAD_ID
+from prodcat.plugins.torch_parts import FrozenParts
 
 
 def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -1,76 +1,18 @@
-"""Shared pytest fixtures for prodcat's test suite."""
+"""Shared pytest fixtures for prodcat's test suite.
+
+The plugin-author fixtures (``plugin_manager``, ``register_plugin``, ``installed_plugin``)
+come from prodcat's own pytest plugin, ``prodcat.testing``, as they do for any plugin
+package's tests.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from stream_app.plugin_manager import PluginManager, create_plugin_manager, set_plugin_manager
-
-
-@pytest.fixture
-def plugin_manager() -> Iterator[PluginManager]:
-    """A fresh manager with the installed plugins, also served by ``get_plugin_manager()``."""
-    manager = create_plugin_manager()
-    previous = set_plugin_manager(manager)
-    yield manager
-    set_plugin_manager(previous)
-
-
-@pytest.fixture
-def register_plugin(plugin_manager: PluginManager) -> Iterator[Callable[..., PluginManager]]:
-    """``register_plugin(module_or_object, name=None)``: add a plugin for this test only.
-
-    Returns the (fresh) manager it was added to; the plugin is unregistered afterwards.
-    A plugin pluggy refuses (bad hook signature, unknown hook) fails the test at once.
-    """
-    names: list[str] = []
-
-    def register(plugin: object, name: str | None = None) -> PluginManager:
-        names.append(plugin_manager.register(plugin, name, strict=True))
-        return plugin_manager
-
-    yield register
-    for name in names:
-        plugin_manager.unregister(name)
-
-
-@pytest.fixture
-def installed_plugin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Path]]:
-    """``installed_plugin(entry_point, module, source)``: a plugin "installed" for this test.
-
-    Writes the module and a ``.dist-info`` folder declaring it in the ``prodcat``
-    entry-point group, then puts the folder on ``sys.path``, which is all
-    ``importlib.metadata`` needs: the manager finds it exactly like a pip-installed
-    plugin. Returns the folder (pass it as PYTHONPATH to a subprocess).
-    """
-    modules: list[str] = []
-
-    def install(entry_point: str, module: str, source: str, version: str = "0.1.0") -> Path:
-        dist = f"prodcat-test-{entry_point}".replace("_", "-")
-        (tmp_path / f"{module}.py").write_text(source, encoding="utf-8")
-        info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8"
-        )
-        (info / "entry_points.txt").write_text(
-            f"[prodcat]\n{entry_point} = {module}\n", encoding="utf-8"
-        )
-        modules.append(module)
-        return tmp_path
-
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield install
-    for module in modules:
-        sys.modules.pop(module, None)
-
+from dockerfile import DOCKERFILE, Stage, parse_dockerfile
 
 BROKEN_PLUGIN_ERROR = "ImportError: prodcat_broken needs libfoo, which is not installed"
 
@@ -85,7 +27,7 @@ def broken_plugin(installed_plugin: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared data sets folder (setting ``data_dir`` / ``PRODCAT_DATA_DIR``)."""
-    from stream_app.config import load_settings
+    from prodcat.core.settings import load_settings
 
     path = load_settings().data_path()
     if not (path / "fashion" / "catalog.csv").is_file():
@@ -99,7 +41,19 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def embedded_broker() -> Iterator[str]:
     """A real embedded Tansu broker on a free port for the whole session; yields its bootstrap."""
-    from stream_app.broker import EmbeddedBroker
+    from prodcat.kafka.embedded import EmbeddedBroker
 
     with EmbeddedBroker(port=0) as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def stages() -> list[Stage]:
+    """The Dockerfile's stages, parsed (tests/dockerfile.py)."""
+    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def runtime(stages: list[Stage]) -> Stage:
+    """The final stage: what actually runs."""
+    return stages[-1]

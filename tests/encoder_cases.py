@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from plugins.image_encoders import EfficientNetLite0Encoder, TorchvisionEncoder
-from plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
-from stream_app.components import Encoder
+from prodcat.contract.components import Encoder
+from prodcat.plugins.image_encoders import EfficientNetLite0Encoder, TorchvisionEncoder
+from prodcat.plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
 
 CHINESE = "女士纯棉短袖T恤 白色"
 UNK_ID = 100  # MiniLM's [UNK]

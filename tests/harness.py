@@ -15,30 +15,9 @@ from typing import Any, Self
 
 import orjson
 
-from stream_app.bundle import BundleError, ModelBundle
-from stream_app.config import REPO_ROOT, Settings
-from stream_app.kafka import consumer as kafka_consumer
-from stream_app.kafka import producer as kafka_producer
-
-
-def cached_bundle(name: str, spec: Callable[[Path, Path], Any]) -> Path:
-    """A bundle trained once by the project's own training code, then reused from the cache.
-
-    ``spec(out, features_cache)`` returns the ``training.recipe.TrainSpec`` to run when
-    ``<cache_dir>/test-bundles/<name>`` holds no loadable bundle (first run, or after a
-    plugin change made the cached one unservable).
-    """
-    from training.recipe import run_training
-
-    cache = REPO_ROOT / Settings().cache_dir
-    out = cache / "test-bundles" / name
-    try:
-        ModelBundle.load(out)
-        return out
-    except BundleError:
-        pass
-    run_training(spec(out, cache / "features"))
-    return out
+from prodcat.core.settings import Settings
+from prodcat.kafka.clients import consumer as kafka_consumer
+from prodcat.kafka.clients import producer as kafka_producer
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
@@ -174,41 +153,6 @@ def publish(settings: Settings, bootstrap: str, messages: list[tuple[bytes, byte
         producer.close()
 
 
-def hashgram_bundle(
-    data_dir: Path,
-    name: str,
-    *,
-    limit: int = 400,
-    seed: int = 0,
-    preprocessors: list[tuple[str, dict[str, Any]]] | None = None,
-) -> Path:
-    """A small text-only (``text.hashgram``) fashion bundle, trained once and cached.
-
-    The fastest real model the project can train: the reliability tests need a model that
-    classifies thousands of events per second, not an accurate one. ``seed`` varies the
-    weights (and so the fingerprint) for the hot-reload tests; ``preprocessors`` replaces
-    the default chain (to put a test plugin into the model).
-    """
-    from training.datasets import DatasetOptions
-    from training.recipe import DEFAULT_PREPROCESSORS, TrainSpec
-    from training.trainer import TrainConfig
-
-    def spec(out: Path, features: Path) -> TrainSpec:
-        return TrainSpec(
-            data=data_dir / "fashion" / "catalog.csv",
-            out=out,
-            dataset=DatasetOptions(limit=limit),
-            preprocessors=list(preprocessors or DEFAULT_PREPROCESSORS),
-            encoders=[("text.hashgram", {})],
-            train=TrainConfig(epochs=6, batch_size=64, patience=3, lr=3e-3, seed=seed),
-            cache_dir=features,
-            evaluate=False,
-            overwrite=True,
-        )
-
-    return cached_bundle(name, spec)
-
-
 def read_until(
     settings: Settings,
     bootstrap: str,
@@ -231,7 +175,7 @@ def text_products(data_dir: Path, count: int, skip: int = 0) -> list[dict[str, A
     """``count`` real fashion product events (title and description, no photo)."""
     from itertools import islice
 
-    from stream_app.sources import read_source
+    from prodcat.sources import read_source
 
     catalog = data_dir / "fashion" / "catalog.csv"
     rows = read_source(catalog, "fashion", inline_images=False)

@@ -16,12 +16,12 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_app.app import create_app
-from stream_app.classifier import ASSIGNED, DEAD_LETTER, Outcome
-from stream_app.components import ComponentError
-from stream_app.config import Settings
-from stream_app.hookspecs import hookimpl
-from stream_app.worker import Runtime
+from prodcat.contract.components import ComponentError
+from prodcat.contract.hookspecs import hookimpl
+from prodcat.core.settings import Settings
+from prodcat.worker.app import create_app
+from prodcat.worker.classifier import ASSIGNED, DEAD_LETTER, Outcome
+from prodcat.worker.runtime import Runtime
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 GUARD_S = 60.0  # upper bound only, so a broken agent fails instead of hanging

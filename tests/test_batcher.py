@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.batcher import (
+from prodcat.worker.batcher import (
     BatcherClosed,
     BatcherConfig,
     DeadlineExceeded,

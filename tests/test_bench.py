@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repo import REPO_ROOT
 
 from bench.report import END, START, update_docs
-from stream_app.bundle import BundleError, ModelBundle
-from stream_app.config import REPO_ROOT, Settings
+from prodcat.core.settings import Settings
+from prodcat.model.bundle import BundleError, ModelBundle
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -37,9 +38,9 @@ OTHER_SECTION = "## Training quality\n\nHand-written table the bench must keep.\
 @pytest.fixture(scope="module")
 def tiny_bundle(data_dir: Path) -> Path:
     """Hashgram titles + MLP on 200 fashion photo rows, evaluated (cached between runs)."""
-    from training.datasets import DatasetOptions
-    from training.recipe import TrainSpec, run_training
-    from training.trainer import TrainConfig
+    from prodcat.training.datasets import DatasetOptions
+    from prodcat.training.recipe import TrainSpec, run_training
+    from prodcat.training.trainer import TrainConfig
 
     cache = REPO_ROOT / Settings().cache_dir
     out = cache / "test-bundles" / "bench-hashgram-200"
@@ -72,7 +73,7 @@ def test_quick_run_writes_consistent_results_and_keeps_other_docs(
     results_dir = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--model", str(tiny_bundle), "--quick"]
-        + ["--out", "smoke", "--results-dir", str(results_dir), "--docs", str(docs)],
+        + ["--out", "smoke", "--results-dir", str(results_dir), "--write-docs", str(docs)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

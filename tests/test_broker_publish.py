@@ -11,12 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.broker import BrokerError, EmbeddedBroker, broker_for
-from stream_app.config import Settings
-from stream_app.events import decode_product
-from stream_app.kafka import BrokerUnreachable, consumer, ensure_topics, probe_metadata, producer
-from stream_app.publisher import publish_rows
-from stream_app.sources import SourceRow, read_source
+from prodcat.core.events import decode_product
+from prodcat.core.settings import Settings
+from prodcat.kafka.clients import (
+    BrokerUnreachable,
+    consumer,
+    ensure_topics,
+    probe_metadata,
+    producer,
+)
+from prodcat.kafka.embedded import BrokerError, EmbeddedBroker, embedded_broker
+from prodcat.kafka.publisher import publish_rows
+from prodcat.sources import SourceRow, read_source
 
 pytestmark = pytest.mark.integration
 COUNT = 1000
@@ -86,10 +92,8 @@ def test_stop_ends_the_broker_process() -> None:
         os.kill(pid, 0)
 
 
-def test_broker_for_uses_the_configured_broker_or_starts_one() -> None:
-    with broker_for(Settings(broker="kafka.example:9092")) as bootstrap:
-        assert bootstrap == "kafka.example:9092"  # nothing started, nothing contacted
-    with broker_for(Settings()) as bootstrap:
+def test_embedded_broker_lives_for_the_block() -> None:
+    with embedded_broker() as bootstrap:
         assert probe_metadata(bootstrap) == []  # a fresh, empty embedded broker
         assert bootstrap.startswith("127.0.0.1:")
     with pytest.raises(BrokerUnreachable):

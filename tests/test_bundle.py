@@ -11,14 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stream_app.bundle import (
-    FORMAT,
-    BundleError,
-    ModelBundle,
-    _per_level,
-    decode_paths,
-    path_index,
-)
+from prodcat.model.bundle import FORMAT, BundleError, ModelBundle, _per_level
+from prodcat.model.decoding import decode_paths, path_index
 
 LEVELS = ["department", "type"]
 LABELS = [["Apparel", "Footwear"], ["Jeans", "Shirts", "Sandals"]]

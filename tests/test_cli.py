@@ -9,16 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import orjson
 import pytest
 from click.testing import CliRunner
 
-from stream_app.broker import free_port
-from stream_app.cli import COMMANDS, LazyGroup, cli
-from stream_app.config import Settings
-from stream_app.kafka import ensure_topics, producer
+from prodcat.cli.main import COMMANDS, LazyGroup, cli
+from prodcat.core.ports import free_port
+from prodcat.core.settings import Settings
+from prodcat.kafka.clients import ensure_topics, producer
 
-PRODCAT = [sys.executable, "-m", "stream_app.cli"]
+PRODCAT = [sys.executable, "-m", "prodcat.cli.main"]
 EXISTING = LazyGroup().list_commands(None)  # type: ignore[arg-type]
 
 
@@ -47,6 +48,13 @@ def test_every_command_has_help(name: str) -> None:
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output and name in result.output
     assert name in COMMANDS
+
+
+@pytest.mark.parametrize("name", EXISTING)
+def test_every_option_says_what_it_does(name: str) -> None:
+    command = LazyGroup().get_command(None, name)  # type: ignore[arg-type]
+    undocumented = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not p.help]
+    assert undocumented == []
 
 
 def test_publish_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
@@ -100,8 +108,45 @@ def test_publish_reports_a_malformed_row_and_sends_the_rest(
 
     tail = tail_from_start(embedded_broker, topic, 2, "--json")
     assert tail.exit_code == 0, tail.output
-    keys = sorted(orjson.loads(line)["key"] for line in tail.stdout.splitlines())
-    assert keys == ["1", "2"]
+    lines = [orjson.loads(line) for line in tail.stdout.splitlines()]
+    assert sorted(line["key"] for line in lines) == ["1", "2"]
+    for line in lines:  # what users look for: when, and the event's id and trace
+        assert line["timestamp_ms"] > 1_700_000_000_000
+        assert set(line["headers"]) >= {"event_id", "traceparent", "content-type"}
+        assert line["headers"]["event_id"] == line["value"]["event_id"]
+
+
+@pytest.mark.parametrize(
+    "variable", ["PRODCAT_DEBUG", "PRODCAT_WORKERS", "PRODCAT_PARTITIONS", "PRODCAT_TYPO"]
+)
+def test_stray_prodcat_variables_do_not_break_commands(variable: str) -> None:
+    env = os.environ | {"PRODCAT_CONFIG": "/nonexistent.toml", variable: "1"}
+    done = subprocess.run(
+        [*PRODCAT, "plugins", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["plugins"]
+    warned = f"ignoring {variable}" in done.stderr
+    assert warned == (variable == "PRODCAT_TYPO")
+
+
+def test_worker_without_a_broker_refuses_to_start(tmp_path: Path) -> None:
+    result = run(["worker", "--model", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no broker configured" in result.output and "--embedded" in result.output
+
+
+def test_broker_short_option_and_json_help() -> None:
+    for command in ("publish", "topics", "tail", "worker"):
+        assert "-b, --broker HOST:PORT" in run([command, "--help"]).output
+    broker_help = " ".join(run(["broker", "--help"]).output.split())
+    assert "{bootstrap, pid, log}" in broker_help
+
+
+def test_bench_writes_docs_only_when_asked() -> None:
+    command = LazyGroup().get_command(None, "bench")  # type: ignore[arg-type]
+    (docs,) = [p for p in command.params if p.name == "docs"]
+    assert docs.opts == ["--write-docs"] and docs.default is None
 
 
 @pytest.mark.integration

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.config import Settings, SettingsError, load_settings
+from prodcat.core.settings import Settings, SettingsError, load_settings
 
 
 def write_toml(tmp_path: Path, text: str) -> Path:
@@ -60,7 +60,6 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
     [
         ("", {"PRODCAT_TOPICS__PARTITIONS": "four"}, "'topics.partitions' must be int"),
         ("[topics]\npartitions = 2.5\n", {}, "'topics.partitions' must be int"),
-        ("", {"PRODCAT_NOPE": "1"}, "unknown setting 'nope'"),
         ("[kafka]\nbogus = 1\n", {}, "unknown setting 'kafka.bogus'"),
         ("topics = 3\n", {}, "'topics' must be a table"),
         ("broker = \n", {}, "not valid TOML"),
@@ -72,6 +71,36 @@ def test_bad_values_name_the_setting(
     path = write_toml(tmp_path, toml)
     with pytest.raises(SettingsError, match=message):
         load_settings(path, env=env)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["PRODCAT_DEBUG", "PRODCAT_WORKERS", "PRODCAT_PARTITIONS", "PRODCAT_PLUGINS"],
+)
+def test_variables_read_by_other_tools_are_not_settings(
+    variable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert load_settings(env={variable: "1"}) == Settings()
+    assert not caplog.records  # not even a warning: docs tell users to set them
+
+
+@pytest.mark.parametrize(
+    ("variable", "setting"),
+    [
+        ("PRODCAT_NOPE", "nope"),
+        ("PRODCAT_WORKER__MAX_BATCH_SIZ", "worker.max_batch_siz"),
+        ("PRODCAT_BROKER__HOST", "broker.host"),
+        ("PRODCAT_WORKER", "worker"),
+    ],
+)
+def test_unknown_variables_are_ignored_with_a_warning(
+    variable: str, setting: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {variable: "1", "PRODCAT_WORKER__MAX_BATCH_SIZE": "7"}
+    assert load_settings(env=env).worker.max_batch_size == 7
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ignoring {variable}: prodcat has no setting {setting!r}"
+    ]
 
 
 def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ import math
 import orjson
 import pytest
 
-from stream_app.demo import DemoProduct, Tally, malformed_events, percentile
-from stream_app.events import EventError, decode_product
+from prodcat.core.events import EventError, decode_product
+from prodcat.core.stats import percentile
+from prodcat.demo.products import DemoProduct, malformed_events
+from prodcat.demo.tally import Tally
 
 
 def test_nearest_rank_percentiles() -> None:

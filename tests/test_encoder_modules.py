@@ -16,9 +16,13 @@ from encoder_cases import (  # noqa: F401 - the *_fixture names are pytest fixtu
     sources_fixture,
 )
 
-from plugins.image_encoders import TORCHVISION_DIMS, EfficientNetLite0Encoder, TorchvisionEncoder
-from plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
-from stream_app.components import MASK_INPUT, Encoder
+from prodcat.contract.components import MASK_INPUT, Encoder
+from prodcat.plugins.image_encoders import (
+    TORCHVISION_DIMS,
+    EfficientNetLite0Encoder,
+    TorchvisionEncoder,
+)
+from prodcat.plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
 
 torch = pytest.importorskip("torch")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -177,7 +181,7 @@ def test_fine_tuning_unfreezes_only_the_top_layers() -> None:
 
 
 def test_torchvision_feature_table_matches_torchvision() -> None:
-    from plugins.image_modules import torchvision_feature_dim
+    from prodcat.plugins.image_modules import torchvision_feature_dim
 
     for arch, dim in TORCHVISION_DIMS.items():
         assert torchvision_feature_dim(arch) == dim, arch

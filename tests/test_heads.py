@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from plugins.heads import EnsembleHead, LinearSvmHead, MlpHead
-from stream_app.components import Head
-from stream_app.plugin_manager import PluginManager, UnknownComponentError
+from prodcat.contract.components import Head
+from prodcat.contract.manager import PluginManager
+from prodcat.contract.registry import UnknownComponentError
+from prodcat.plugins.heads import EnsembleHead, LinearSvmHead, MlpHead
 
 torch = pytest.importorskip("torch")
 functional = torch.nn.functional

@@ -27,10 +27,10 @@ from typing import Any
 
 import orjson
 import pytest
+from bundles import hashgram_bundle
 from harness import (
     LocalServer,
     QuietHandler,
-    hashgram_bundle,
     read_topic,
     text_products,
     topic_settings,
@@ -40,12 +40,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from stream_app.config import Settings
-from stream_app.kafka import ensure_topics
-from stream_app.kafka import producer as kafka_producer
-from stream_app.memory import rss_bytes
-from stream_app.plugin_manager import create_plugin_manager, set_plugin_manager
-from stream_app.worker_process import WorkerProcess
+from prodcat.contract.manager import create_plugin_manager, set_plugin_manager
+from prodcat.core.settings import Settings
+from prodcat.kafka.clients import ensure_topics
+from prodcat.kafka.clients import producer as kafka_producer
+from prodcat.worker.child import WorkerProcess
+from prodcat.worker.memory import rss_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -314,8 +314,8 @@ def worker_outcomes(worker: WorkerProcess) -> float:
 
 
 FLAKY_PLUGIN = '''
-from stream_app.components import Preprocessor
-from stream_app.hookspecs import hookimpl
+from prodcat.contract.components import Preprocessor
+from prodcat.contract.hookspecs import hookimpl
 
 
 class Flaky(Preprocessor):

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from stream_app.config import ImageSettings
-from stream_app.image_fetch import ImageFetcher, ImageFetchError, refusal
+from prodcat.core.settings import ImageSettings
+from prodcat.worker.image_fetch import ImageFetcher, ImageFetchError, refusal
 
 
 def png_bytes() -> bytes:

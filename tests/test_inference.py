@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from stream_app import inference
-from stream_app.inference import CPU, CUDA, InferenceSetupError, create_session
+from prodcat.model import inference
+from prodcat.model.inference import CPU, CUDA, InferenceSetupError, create_session
 
 WEIGHTS = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
 
@@ -63,7 +63,7 @@ def test_thread_count_is_applied(tiny_model: Path) -> None:
 
 
 def test_auto_without_gpu_uses_cpu(tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="stream_app.inference"):
+    with caplog.at_level(logging.INFO, logger="prodcat.model.inference"):
         session = create_session(tiny_model, providers="auto")
     assert session.providers[0] == CPU
     assert "runs on CPUExecutionProvider" in caplog.text
@@ -74,7 +74,7 @@ def test_listed_but_unusable_cuda_falls_back_to_cpu(
 ) -> None:
     """onnxruntime-gpu on a GPU-less host lists CUDA; the session tells the truth."""
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
-    with caplog.at_level(logging.INFO, logger="stream_app.inference"):
+    with caplog.at_level(logging.INFO, logger="prodcat.model.inference"):
         session = create_session(tiny_model, providers="auto", threads=1)
     assert session.providers == [CPU] and not session.uses_cuda
     assert "was not taken" in caplog.text or "CUDA session failed" in caplog.text

@@ -6,8 +6,8 @@ import ssl
 
 import pytest
 
-from stream_app.config import load_settings
-from stream_app.kafka import (
+from prodcat.core.settings import load_settings
+from prodcat.kafka.clients import (
     BrokerUnreachable,
     aiokafka_options,
     faust_options,

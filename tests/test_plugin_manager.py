@@ -12,17 +12,12 @@ from typing import Any
 
 import pytest
 
-from stream_app.components import ComponentError, Encoder, Preprocessor
-from stream_app.hookspecs import hookimpl
-from stream_app.pipeline import Pipeline
-from stream_app.plugin_manager import (
-    ComponentMismatchError,
-    DuplicateComponentError,
-    PluginError,
-    UnknownComponentError,
-    create_plugin_manager,
-    get_plugin_manager,
-)
+from prodcat.contract.components import ComponentError, Encoder, Preprocessor
+from prodcat.contract.hookspecs import hookimpl
+from prodcat.contract.manager import create_plugin_manager, get_plugin_manager
+from prodcat.contract.manifest import ComponentMismatchError, from_manifest, manifest_entry
+from prodcat.contract.pipeline import Pipeline
+from prodcat.contract.registry import DuplicateComponentError, PluginError, UnknownComponentError
 
 BUILTINS = {"builtin_preprocessors", "builtin_text_encoders", "builtin_image_encoders"}
 
@@ -136,7 +131,7 @@ def test_invalid_registrations_are_reported_with_the_reason(register_plugin) -> 
     errors = {f.name: f.error for f in manager.failures()}
     assert "a component name is dotted lower-case" in errors["nodots"]
     assert "register_heads got <" in errors["instance"]
-    assert "subclass of stream_app.components.Head" in errors["instance"]
+    assert "subclass of prodcat.Head" in errors["instance"]
     assert manager.encoder("tabular.attributes").name == "tabular.attributes"
 
 
@@ -215,19 +210,19 @@ def test_a_raising_preprocessor_is_named_in_the_error(plugin_manager) -> None:
 
 def test_manifest_entry_round_trip_and_skew_detection(plugin_manager) -> None:
     encoder = plugin_manager.encoder("tabular.attributes", {"buckets": 16})
-    entry = plugin_manager.manifest_entry("encoder", encoder)
+    entry = manifest_entry(plugin_manager, "encoder", encoder)
     assert entry["distribution"] == "prodcat-attributes"
-    rebuilt = plugin_manager.from_manifest("encoder", json.loads(json.dumps(entry)))
+    rebuilt = from_manifest(plugin_manager, "encoder", json.loads(json.dumps(entry)))
     assert rebuilt.config == encoder.config
     with pytest.raises(ComponentMismatchError, match="built with version 0"):
-        plugin_manager.from_manifest("encoder", {**entry, "version": "0"})
+        from_manifest(plugin_manager, "encoder", {**entry, "version": "0"})
     with pytest.raises(ComponentMismatchError, match="fingerprint"):
-        plugin_manager.from_manifest("encoder", {**entry, "fingerprint": "0" * 16})
+        from_manifest(plugin_manager, "encoder", {**entry, "fingerprint": "0" * 16})
 
 
 FINGERPRINT_SCRIPT = """
 import json, sys
-from stream_app.plugin_manager import get_plugin_manager
+from prodcat.contract.manager import get_plugin_manager
 config = json.loads(sys.argv[1])
 print(get_plugin_manager().encoder("tabular.attributes", config).fingerprint())
 """

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PRODCAT = [sys.executable, "-m", "stream_app.cli"]
+PRODCAT = [sys.executable, "-m", "prodcat.cli.main"]
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -70,15 +70,30 @@ def test_table_shows_components_and_failures(broken_plugin: Path) -> None:
     out = _run("plugins", PYTHONPATH=str(broken_plugin))
     assert out.returncode == 0, out.stderr
     assert "prodcat-attributes 0.1.0" in out.stdout
-    assert "encoder tabular.attributes v1" in out.stdout
+    assert "tabular.attributes  v1" in out.stdout
     assert "failed broken: ImportError: prodcat_broken needs libfoo" in out.stdout
+
+
+def test_component_names_are_never_cut_on_a_narrow_terminal() -> None:
+    out = _run("plugins", COLUMNS="80")
+    assert out.returncode == 0, out.stderr
+    for name in ("image.efficientnet_lite0", "tabular.attributes", "image.torchvision"):
+        assert f" {name}  v1" in out.stdout  # whole, as users copy it into --encoder
+
+
+def test_selecting_a_plugin_that_is_not_installed_fails_naming_it() -> None:
+    for args in (("plugins",), ("plugins", "--json")):
+        out = _run(*args, PRODCAT_PLUGINS="nope")
+        assert out.returncode == 1
+        assert "PRODCAT_PLUGINS names nope" in out.stderr
+        assert "Traceback" not in out.stderr
 
 
 FEATURIZE_SCRIPT = """
 import json, sys
-from stream_app.config import load_settings
-from stream_app.plugin_manager import get_plugin_manager
-from stream_app.sources import read_source
+from prodcat.core.settings import load_settings
+from prodcat.contract.manager import get_plugin_manager
+from prodcat.sources import read_source
 
 manager = get_plugin_manager()
 catalog = load_settings().data_path() / "fashion" / "catalog.csv"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from stream_app.components import IMAGE_BYTES_KEY, IMAGE_KEY, ComponentError
-from stream_app.sources import read_source
+from prodcat.contract.components import IMAGE_BYTES_KEY, IMAGE_KEY, ComponentError
+from prodcat.sources import read_source
 
 ROWS = 60
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 import pytest
+from bundles import hashgram_bundle
 from harness import (
-    hashgram_bundle,
     publish,
     read_topic,
     read_until,
@@ -30,12 +30,13 @@ from harness import (
     worker_env,
 )
 
-from stream_app.broker import EmbeddedBroker, free_port
-from stream_app.bundle import MANIFEST_FILE, ModelBundle
-from stream_app.config import Settings
-from stream_app.kafka import ensure_topics
-from stream_app.memory import rss_bytes
-from stream_app.worker_process import WorkerProcess
+from prodcat.core.ports import free_port
+from prodcat.core.settings import Settings
+from prodcat.kafka.clients import ensure_topics
+from prodcat.kafka.embedded import EmbeddedBroker
+from prodcat.model.bundle import MANIFEST_FILE, ModelBundle
+from prodcat.worker.child import WorkerProcess
+from prodcat.worker.memory import rss_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 

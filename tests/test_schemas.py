@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream_app.events import (
+from prodcat.core.events import (
     EventError,
     decode_product,
     encode,

@@ -21,16 +21,16 @@ import faust
 import pytest
 from click.testing import CliRunner
 
-from stream_app.app import faust_config
-from stream_app.cli import cli
-from stream_app.config import Settings, load_settings
-from stream_app.kafka import (
+from prodcat.cli.main import cli
+from prodcat.core.redaction import MASK, redact_secrets_in_logs, secret_values
+from prodcat.core.settings import Settings, load_settings
+from prodcat.kafka.clients import (
     BrokerUnreachable,
     aiokafka_options,
     kafka_python_options,
     probe_metadata,
 )
-from stream_app.redaction import MASK, redact_secrets_in_logs, secret_values
+from prodcat.worker.app import faust_config
 
 BOOTSTRAP = "kafka-1:9093,kafka-2:9093"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_app.events import validate
-from stream_app.sources import SourceError, detect_format, read_source, taxonomy_levels
+from prodcat.core.events import validate
+from prodcat.sources import SourceError, detect_format, read_source, taxonomy_levels
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from stream_app.bundle import BundleError, ModelBundle, bundle_fingerprint
-from stream_app.cli import cli
-from stream_app.plugin_manager import create_plugin_manager
-from stream_app.sources import normalise_title
-from training.datasets import OTHER, DatasetOptions, load_dataset
-from training.recipe import TrainSpec, run_training
-from training.trainer import TrainConfig
+from prodcat.cli.main import cli
+from prodcat.contract.manager import create_plugin_manager
+from prodcat.model.bundle import BundleError, ModelBundle, bundle_fingerprint
+from prodcat.sources import normalise_title
+from prodcat.training.datasets import OTHER, DatasetOptions, load_dataset
+from prodcat.training.recipe import TrainSpec, run_training
+from prodcat.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.training
 
@@ -96,9 +96,9 @@ def test_bundle_serves_with_onnxruntime_alone(photo_bundle: dict[str, Any], fash
     script = textwrap.dedent(
         f"""
         import json, sys
-        from stream_app.bundle import ModelBundle
-        from stream_app.inference import create_session
-        from stream_app.sources import read_source
+        from prodcat.model.bundle import ModelBundle
+        from prodcat.model.inference import create_session
+        from prodcat.sources import read_source
         bundle = ModelBundle.load({str(photo_bundle["bundle"])!r})
         rows = [r for r in read_source({str(fashion)!r}, limit=40) if "image" in (r.event or {{}})]
         products = [r.event for r in rows[:3]] + [dict(rows[0].event, image=None, title="")]

@@ -24,12 +24,13 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import PhotoServer, cached_bundle, publish, read_topic, topic_settings, worker_env
+from bundles import cached_bundle
+from harness import PhotoServer, publish, read_topic, topic_settings, worker_env
 
-from stream_app.bundle import ModelBundle
-from stream_app.kafka import ensure_topics
-from stream_app.sources import read_source
-from stream_app.worker_process import PRODCAT, WorkerProcess
+from prodcat.kafka.clients import ensure_topics
+from prodcat.model.bundle import ModelBundle
+from prodcat.sources import read_source
+from prodcat.worker.child import PRODCAT, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
 
@@ -43,9 +44,9 @@ TRACEPARENT = "00-{:032x}-00f067aa0ba902b7-01"
 @pytest.fixture(scope="module")
 def bundle(data_dir: Path) -> Path:
     """A real bundle trained on the first TRAIN_ROWS fashion rows with a photo (cached)."""
-    from training.datasets import DatasetOptions
-    from training.recipe import TrainSpec
-    from training.trainer import TrainConfig
+    from prodcat.training.datasets import DatasetOptions
+    from prodcat.training.recipe import TrainSpec
+    from prodcat.training.trainer import TrainConfig
 
     def spec(out: Path, features: Path) -> TrainSpec:
         return TrainSpec(
@@ -262,8 +263,8 @@ def test_worker_refuses_a_bundle_it_cannot_serve(bundle: Path, tmp_path: Path) -
     """Missing plugin or edited manifest: one line, exit 1, before touching Kafka."""
     from click.testing import CliRunner
 
-    from stream_app.bundle import MANIFEST_FILE, bundle_fingerprint
-    from stream_app.cli import cli
+    from prodcat.cli.main import cli
+    from prodcat.model.bundle import MANIFEST_FILE, bundle_fingerprint
 
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)

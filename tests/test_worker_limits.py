@@ -9,14 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
+from bundles import hashgram_bundle
 from faust.types import TP
-from harness import hashgram_bundle
 
-from stream_app.config import Settings
-from stream_app.image_fetch import AllowList
-from stream_app.memory import MemoryBudget, rss_bytes
-from stream_app.model_reload import ModelReloader
-from stream_app.worker import load_model
+from prodcat.core.settings import Settings
+from prodcat.worker.image_fetch import AllowList
+from prodcat.worker.memory import MemoryBudget, rss_bytes
+from prodcat.worker.model_reload import ModelReloader
+from prodcat.worker.runtime import load_model
 
 
 def test_budget_waits_for_bytes_then_admits_on_release() -> None:
@@ -124,7 +124,7 @@ def test_reloader_follows_the_model_directory(data_dir: Path, tmp_path: Path) ->
 
 
 def test_dead_letter_keeps_the_head_of_an_oversized_original() -> None:
-    from stream_app.events import make_dead_letter
+    from prodcat.core.events import make_dead_letter
 
     raw = b"x" * 5000
     letter = make_dead_letter(raw, b"k", "products", 0, 7, "decode", "EventError", "too big", 1024)
@@ -135,7 +135,7 @@ def test_dead_letter_keeps_the_head_of_an_oversized_original() -> None:
 
 
 def test_dead_letters_keep_no_more_than_fits_in_a_message() -> None:
-    from stream_app.classifier import original_cap
+    from prodcat.worker.classifier import original_cap
 
     settings = Settings()
     assert original_cap(settings) == settings.worker.dlq_max_original_bytes
@@ -166,7 +166,7 @@ class FakeConsumer:
 
 
 def test_a_position_past_the_log_end_is_rewound_to_the_start() -> None:
-    from stream_app.offsets import rewind_past_end
+    from prodcat.worker.offsets import rewind_past_end
 
     behind, ahead, unknown, other = TP("p", 0), TP("p", 1), TP("p", 2), TP("q", 0)
     consumer = FakeConsumer(

@@ -2,7 +2,7 @@
 
 The bundle is assembled in a temporary sibling folder and renamed into place only after
 the export passed its parity check, so a failed export never leaves a half-written bundle
-where a worker could pick it up. The format is documented in ``stream_app.bundle``.
+where a worker could pick it up. The format is documented in ``prodcat.model.bundle``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from stream_app.bundle import (
+from prodcat.contract.components import Head
+from prodcat.contract.manifest import manifest_entry
+from prodcat.contract.pipeline import Pipeline, assign_slugs
+from prodcat.model.bundle import (
     FORMAT,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -25,11 +28,9 @@ from stream_app.bundle import (
     bundle_fingerprint,
     file_sha256,
 )
-from stream_app.components import Head
-from stream_app.pipeline import Pipeline, assign_slugs
-from training.datasets import LabelSpace
-from training.export import export_onnx, output_name, parity_check, quantize, run_onnx
-from training.fusion import FusionModel
+from prodcat.training.datasets import LabelSpace
+from prodcat.training.export import export_onnx, output_name, parity_check, quantize, run_onnx
+from prodcat.training.fusion import FusionModel
 
 METRICS_FILE = "metrics.json"
 
@@ -126,14 +127,14 @@ def _manifest(
         "labels": label_space.classes,
         "taxonomy": {"paths": label_space.paths},
         "preprocessors": [
-            {**pm.manifest_entry("preprocessor", p), "slug": s}
+            {**manifest_entry(pm, "preprocessor", p), "slug": s}
             for p, s in zip(pipeline.preprocessors, pre_slugs, strict=True)
         ],
         "encoders": [
-            {**pm.manifest_entry("encoder", e), "slug": s}
+            {**manifest_entry(pm, "encoder", e), "slug": s}
             for e, s in zip(pipeline.encoders, pipeline.slugs, strict=True)
         ],
-        "head": pm.manifest_entry("head", head),
+        "head": manifest_entry(pm, "head", head),
         "inputs": [
             {"name": name, "encoder": slug, "input": spec.name, **_spec(spec)}
             for name, slug, spec in pipeline.inputs()

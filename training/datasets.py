@@ -1,6 +1,6 @@
 """Labelled data sets for training: records, label spaces, grouped splits, rare classes.
 
-Rows come from :func:`stream_app.sources.read_source` (the same reader ``prodcat publish``
+Rows come from :func:`prodcat.sources.read_source` (the same reader ``prodcat publish``
 uses), so training sees exactly the product events the worker will see. Splits are grouped
 (fashion: normalised title, pricerunner: cluster id, otherwise product id) because the same
 product under another id or colour would otherwise leak from train into test and inflate
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stream_app.sources import detect_format, read_source, taxonomy_levels
+from prodcat.sources import detect_format, read_source, taxonomy_levels
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)

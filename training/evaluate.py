@@ -1,7 +1,7 @@
 """Evaluate a model bundle with ONNX Runtime alone (no torch), as the worker would run it.
 
 Predictions are the served answers: the best category path seen in training
-(``stream_app.bundle``), not independent per-level argmaxes. The ablation feeds the same
+(``prodcat.model.bundle``), not independent per-level argmaxes. The ablation feeds the same
 rows with every non-text (``text_only``) or non-image (``image_only``) encoder's inputs
 replaced by its "missing" inputs, which is exactly what a product without a photo or
 without a title looks like to the model.
@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from stream_app.bundle import ModelBundle, best_paths, path_index
-from stream_app.inference import create_session
-from stream_app.sources import detect_format, read_source
-from training.datasets import OTHER, split_groups
-from training.metrics import all_levels, expected_calibration_error
+from prodcat.model.bundle import ModelBundle
+from prodcat.model.decoding import best_paths, path_index
+from prodcat.model.inference import create_session
+from prodcat.sources import detect_format, read_source
+from prodcat.training.datasets import OTHER, split_groups
+from prodcat.training.scoring import all_levels, expected_calibration_error
 
 SPLIT_CHOICES = ("auto", "all", "train", "val", "test")
 ABLATIONS = {"text_only": "text", "image_only": "image"}

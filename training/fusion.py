@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from stream_app.components import MASK_INPUT, Encoder, Head
-from stream_app.pipeline import assign_slugs
+from prodcat.contract.components import MASK_INPUT, Encoder, Head
+from prodcat.contract.pipeline import assign_slugs
 
 
 class FusionModel(nn.Module):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stream_app.bundle import MANIFEST_FILE
+from prodcat.model.bundle import MANIFEST_FILE
 
 CURVE_FILE = "training.png"
 

@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from stream_app.bundle import ModelBundle
-from stream_app.components import Product
-from stream_app.pipeline import Pipeline
-from training.bundle_writer import record_metrics, write_bundle
-from training.datasets import Dataset, DatasetOptions, load_dataset
-from training.evaluate import evaluate_bundle, load_eval_data
-from training.features import build_features
-from training.fusion import FusionModel
-from training.model_card import write_card
-from training.trainer import TrainConfig, pick_device, seed_everything, train
+from prodcat.contract.components import Product
+from prodcat.contract.pipeline import Pipeline
+from prodcat.model.bundle import ModelBundle
+from prodcat.training.bundle_writer import record_metrics, write_bundle
+from prodcat.training.datasets import Dataset, DatasetOptions, load_dataset
+from prodcat.training.evaluate import evaluate_bundle, load_eval_data
+from prodcat.training.feature_cache import build_features
+from prodcat.training.fusion import FusionModel
+from prodcat.training.model_card import write_card
+from prodcat.training.trainer import TrainConfig, pick_device, seed_everything, train
 
 log = logging.getLogger(__name__)
 ComponentSpec = tuple[str, dict[str, Any]]
@@ -55,7 +55,7 @@ class TrainSpec:
 
 def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
     """Train, export and (optionally) evaluate; returns a summary for the CLI's --json."""
-    from stream_app.plugin_manager import get_plugin_manager
+    from prodcat.contract.manager import get_plugin_manager
 
     pm = plugin_manager or get_plugin_manager()
     spec.dataset.seed = spec.train.seed

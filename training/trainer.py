@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stream_app.components import Head
-from training.features import Batch, FeatureSet
-from training.fusion import FusionModel
-from training.metrics import all_levels, selection_score
+from prodcat.contract.components import Head
+from prodcat.training.feature_cache import Batch, FeatureSet
+from prodcat.training.fusion import FusionModel
+from prodcat.training.scoring import all_levels, selection_score
 
 
 @dataclass

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import prodcat
 from prodcat_attributes.encoder import AttributeEncoder
-from stream_app.hookspecs import hookimpl
 
 __all__ = ["AttributeEncoder", "register_encoders"]
 
 
-@hookimpl
-def register_encoders(register: Any) -> None:
+@prodcat.hookimpl
+def register_encoders(register: prodcat.Register) -> None:
     register(AttributeEncoder)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_app.components import Encoder, InputSpec, Product, mask_spec
+from prodcat import Encoder, InputSpec, Product, mask_spec
 
 IDS_INPUT = "attribute_ids"
 

@@ -1,0 +1,170 @@
+"""``prodcat train``: train a fusion model from plugins and write a model bundle.
+
+The defaults train the best model this 2-core machine manages in about 15 minutes on the
+fashion photos: frozen MiniLM titles + frozen EfficientNet-Lite0 photos (both cached after
+the first run) fused by an MLP head. Component options take ``name`` or
+``name:{json config}``, for example ``--encoder 'text.hashgram:{"buckets": 65536}'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from prodcat.cli.options import json_option
+from prodcat.core.settings import Settings
+
+DATASET_FILES = {
+    "fashion": "fashion/catalog.csv",
+    "pricerunner": "pricerunner/products.csv",
+    "amazon_uk_toys": "amazon_uk_toys/products.csv",
+}
+
+
+def parse_component(value: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:{json}`` -> (name, config)."""
+    name, _, config = value.partition(":")
+    if not config:
+        return name.strip(), {}
+    try:
+        parsed = json.loads(config)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: the config after ':' is not JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"{value!r}: the config after ':' must be a JSON object")
+    return name.strip(), parsed
+
+
+def resolve_data(settings: Settings, data: str | None, dataset: str | None) -> Path:
+    if data and dataset:
+        raise click.UsageError("give --data or --dataset, not both")
+    if data:
+        return Path(data)
+    path = settings.data_path() / DATASET_FILES[dataset or "fashion"]
+    if not path.is_file():
+        raise click.ClickException(
+            f"{path} not found; set data_dir (PRODCAT_DATA_DIR) to the shared datasets folder"
+        )
+    return path
+
+
+@click.command("train")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), help="Data file to train on.")
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(DATASET_FILES)),
+    help="A shared data set by name (default: fashion, rows with a photo).",
+)
+@click.option("--levels", help="Comma-separated taxonomy levels (default: all of the format's).")
+@click.option(
+    "--with-images-only/--all-rows",
+    default=None,
+    help="Keep only rows with a photo (default: on for the default fashion data, else off).",
+)
+@click.option("--limit", type=int, help="Use only the first N usable rows.")
+@click.option("--preprocessor", "preprocessors", multiple=True, help="name[:json]; repeatable.")
+@click.option("--encoder", "encoders", multiple=True, help="name[:json]; repeatable.")
+@click.option("--head", default="head.mlp", show_default=True, help="name[:json].")
+@click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs to train.")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Rows per step.")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--patience", type=int, default=6, show_default=True, help="Early-stop patience.")
+@click.option(
+    "--modality-dropout",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Chance of hiding each modality of a training row, so missing ones are handled.",
+)
+@click.option(
+    "--min-class-count",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Classes with fewer training rows are rare (see --rare).",
+)
+@click.option(
+    "--rare",
+    type=click.Choice(["merge", "drop"]),
+    default="merge",
+    show_default=True,
+    help="Rare classes: merge into an 'other' class per level, or drop their rows.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of split and weights.")
+@click.option("--device", help="torch device (default: cuda if available, else cpu).")
+@click.option("--quantize", is_flag=True, help="Ship an int8 (dynamic, per-channel) graph.")
+@click.option("--out", type=click.Path(file_okay=False), help="Bundle folder (default: model_dir).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--no-eval", is_flag=True, help="Skip the test-split evaluation.")
+@json_option("Print the summary as JSON.")
+@click.pass_obj
+def command(settings: Settings, **options: Any) -> None:
+    """Train a model from plugins on a data set and write a model bundle."""
+    from prodcat.contract.manager import PluginError
+    from prodcat.training.datasets import DatasetOptions
+    from prodcat.training.export import ExportError
+    from prodcat.training.recipe import (
+        DEFAULT_ENCODERS,
+        DEFAULT_PREPROCESSORS,
+        TrainSpec,
+        run_training,
+    )
+    from prodcat.training.trainer import TrainConfig
+
+    logging.basicConfig(level=settings.log_level)
+    default_data = not options["data"] and not options["dataset"]
+    images_only = options["with_images_only"]
+    spec = TrainSpec(
+        data=resolve_data(settings, options["data"], options["dataset"]),
+        out=Path(options["out"] or settings.model_dir),
+        dataset=DatasetOptions(
+            levels=options["levels"].split(",") if options["levels"] else None,
+            with_images_only=default_data if images_only is None else images_only,
+            limit=options["limit"],
+            min_class_count=options["min_class_count"],
+            rare=options["rare"],
+        ),
+        preprocessors=[parse_component(p) for p in options["preprocessors"]]
+        or list(DEFAULT_PREPROCESSORS),
+        encoders=[parse_component(e) for e in options["encoders"]] or list(DEFAULT_ENCODERS),
+        head=parse_component(options["head"]),
+        train=TrainConfig(
+            epochs=options["epochs"],
+            batch_size=options["batch_size"],
+            lr=options["lr"],
+            patience=options["patience"],
+            modality_dropout=options["modality_dropout"],
+            seed=options["seed"],
+            device=options["device"],
+        ),
+        quantize=options["quantize"],
+        cache_dir=Path(settings.cache_dir),
+        threads=settings.worker.featurize_threads,
+        evaluate=not options["no_eval"],
+        overwrite=options["overwrite"],
+    )
+    try:
+        summary = run_training(spec)
+    except (ValueError, LookupError, FileExistsError, PluginError, ExportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if options["as_json"]:
+        click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print(summary)
+
+
+def _print(summary: dict[str, Any]) -> None:
+    click.echo(f"bundle {summary['bundle']} (fingerprint {summary['fingerprint']})")
+    click.echo(f"best epoch {summary['best_epoch']}; rows {summary['dataset']['splits']}")
+    for name in ("val", "test"):
+        levels = summary.get(name, {}).get("levels", summary.get(name) if name == "val" else {})
+        for level, m in (levels or {}).items():
+            click.echo(
+                f"{name:5} {level:20} acc {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
+                f"  weighted-F1 {m['weighted_f1']:.4f}  n {m['n']}"
+            )

@@ -1,0 +1,1 @@
+"""The plugin contract: hooks, component classes, the plugin manager, the featurize pipeline."""

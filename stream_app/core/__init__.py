@@ -1,0 +1,1 @@
+"""The foundation every part builds on: settings, the message codec, log redaction."""

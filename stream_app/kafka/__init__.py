@@ -1,0 +1,1 @@
+"""Kafka and I/O: client options, the embedded broker, publishing events, reading assignments."""

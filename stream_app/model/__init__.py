@@ -1,0 +1,1 @@
+"""The model bundle at serving time: loading and checking it, ONNX sessions, decoding outputs."""

@@ -1,0 +1,1 @@
+"""The streaming worker: Faust app, dispatcher, classifier, micro-batcher, health and metrics."""

@@ -1,0 +1,168 @@
+"""The worker's Prometheus metrics, in a registry of its own.
+
+A registry per worker (not prometheus-client's global one) so tests and the demo can run
+several workers in one process without name clashes; the standard process (CPU, memory,
+file descriptors), platform and Python GC collectors are registered in it too, as in any
+Python exporter. :class:`WorkerMetrics` is also the
+micro-batcher's observer, so batch sizes, queue waits and inference times arrive without
+the batcher knowing about Prometheus. docs/operations.md lists which of these to alert on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from prodcat.worker.memory import rss_bytes
+
+ASSIGNED = "assigned"
+DEAD_LETTER = "dead_letter"
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class WorkerMetrics:
+    """Every metric the worker exports; ``render()`` gives the /metrics body."""
+
+    # aiohttp takes the charset separately; the exposition format is UTF-8 anyway.
+    content_type = CONTENT_TYPE_LATEST.split(";")[0]
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.events = Counter(
+            "prodcat_events",
+            "Consumed product events by outcome; dead letters by the stage that refused them.",
+            ["outcome", "stage"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "prodcat_batch_size", "Items per model batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "prodcat_queue_wait_seconds",
+            "Time an item waited in the batcher queue before its batch formed.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "prodcat_inference_seconds",
+            "Model run time per batch.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "prodcat_end_to_end_seconds",
+            "From the event's Kafka timestamp to the broker acknowledging its outcome.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model = Info("prodcat_model", "The model bundle being served.", registry=r)
+        self.queue_depth = Gauge(
+            "prodcat_queue_depth", "Items waiting in the batcher queue.", registry=r
+        )
+        self.in_flight = Gauge(
+            "prodcat_in_flight_events",
+            "Events consumed but not yet acknowledged (their offsets are not committed).",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "prodcat_ready", "1 when the worker is consuming and its model is loaded.", registry=r
+        )
+        self.broker_up = Gauge(
+            "prodcat_broker_up",
+            "1 when the last metadata probe of the broker answered and listed the products topic.",
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "prodcat_backlog_events",
+            "Events behind the high watermark of the fetched partitions (lag, as this worker "
+            "sees it; 0 for partitions it has not consumed from yet).",
+            registry=r,
+        )
+        self.rss = Gauge(
+            "prodcat_memory_rss_bytes", "Resident set size of the worker process.", registry=r
+        )
+        self.memory_limit = Gauge(
+            "prodcat_memory_limit_bytes", "The memory ceiling (worker.memory_limit_mb).", registry=r
+        )
+        self.in_flight_bytes = Gauge(
+            "prodcat_in_flight_bytes", "Raw bytes of the events in flight.", registry=r
+        )
+        self.admission_waits = Counter(
+            "prodcat_admission_waits",
+            "Events that waited for the memory budget before being admitted, by reason "
+            "(bytes: in-flight byte budget; memory: RSS over the limit).",
+            ["reason"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "prodcat_model_reloads",
+            "Hot model reload attempts by result (loaded, rejected).",
+            ["result"],
+            registry=r,
+        )
+
+    def assigned(self) -> None:
+        self.events.labels(ASSIGNED, "").inc()
+
+    def dead_letter(self, stage: str) -> None:
+        self.events.labels(DEAD_LETTER, stage).inc()
+
+    def count(self, outcome: str, stage: str = "") -> float:
+        """Current value of one events counter (0 when never incremented)."""
+        value = self.registry.get_sample_value(
+            "prodcat_events_total", {"outcome": outcome, "stage": stage}
+        )
+        return value or 0.0
+
+    def set_model(self, name: str, version: str, fingerprint: str, providers: list[str]) -> None:
+        self.model.info(
+            {
+                "name": name,
+                "version": version,
+                "fingerprint": fingerprint,
+                "providers": ",".join(providers),
+            }
+        )
+
+    def watch_queue(self, depth: Callable[[], float]) -> None:
+        """Read the queue depth at scrape time instead of updating it on every item."""
+        self.queue_depth.set_function(depth)
+
+    def watch_memory(self, held: Callable[[], float], limit: int) -> None:
+        """Memory gauges read at scrape time; ``held`` gives the in-flight raw bytes."""
+        self.rss.set_function(lambda: float(rss_bytes()))
+        self.memory_limit.set(limit)
+        self.in_flight_bytes.set_function(held)
+
+    def admission_waited(self, reason: str) -> None:
+        self.admission_waits.labels(reason).inc()
+
+    # BatchObserver
+    def on_batch(self, size: int, queue_waits: list[float]) -> None:
+        self.batch_size.observe(size)
+        for wait in queue_waits:
+            self.queue_wait.observe(wait)
+
+    def on_inference(self, size: int, seconds: float) -> None:
+        self.inference.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,55 @@
+"""Every reference in the docs resolves inside the repository."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from repo import REPO_ROOT
+
+TOP_LEVEL = ("stream_app", "plugins", "training", "tests", "bench", "deploy", "docs", "schemas")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+CODE_PATH = re.compile(r"`((?:" + "|".join(TOP_LEVEL) + r")/[\w./-]+)`")
+
+
+def tracked(pattern: str) -> list[Path]:
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", pattern],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [REPO_ROOT / name for name in out.splitlines() if (REPO_ROOT / name).is_file()]
+
+
+PAGES = [p for p in tracked("*.md") if ".pytest_cache" not in p.parts]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_links_and_paths_resolve(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    broken = []
+    for target in LINK.findall(text):
+        if target.startswith(("http://", "https://", "mailto:", "#")):
+            continue
+        path = target.split("#")[0]
+        if path and not (page.parent / path).exists():
+            broken.append(target)
+    for path in CODE_PATH.findall(text):
+        if not (REPO_ROOT / path.rstrip("/").split("#")[0]).exists():
+            broken.append(path)
+    assert broken == []
+
+
+def test_nothing_cites_files_outside_the_repository() -> None:
+    citing = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for pattern in ("*.py", "*.md", "*.sh", "*.toml", "*.yml", "Dockerfile")
+        for path in tracked(pattern)
+        if "DESIGN.md" in path.read_text(encoding="utf-8", errors="replace")
+        and path.name != "test_docs.py"
+    ]
+    assert citing == []
