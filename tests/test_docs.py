@@ -53,3 +53,12 @@ def test_nothing_cites_files_outside_the_repository() -> None:
         and path.name != "test_docs.py"
     ]
     assert citing == []
+
+
+def test_gpu_instructions_are_a_users_steps() -> None:
+    """No workplace jargon: a user has a machine with a GPU and copies a folder there."""
+    for path in (REPO_ROOT / "bench" / "gpu.sh", REPO_ROOT / "docs" / "benchmarks.md"):
+        text = path.read_text(encoding="utf-8").lower()
+        assert "device tool" not in text and "carry" not in text, path.name
+    steps = (REPO_ROOT / "bench" / "gpu.sh").read_text(encoding="utf-8")
+    assert "NVIDIA GPU" in steps and "bench/gpu.sh run" in steps and "copy" in steps
