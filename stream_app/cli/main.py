@@ -19,7 +19,7 @@ from prodcat.core.settings import SettingsError, load_settings
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, short help shown by `prodcat --help` without importing the module)
-    "broker": ("prodcat.cli.commands.broker", "Run the embedded Kafka-protocol broker."),
+    "broker": ("prodcat.cli.commands.broker", "Run a broker: embedded, or Apache Kafka."),
     "topics": ("prodcat.cli.commands.topics", "Create and list prodcat's topics."),
     "publish": ("prodcat.cli.commands.publish", "Publish products from a CSV/JSONL file."),
     "tail": ("prodcat.cli.commands.tail", "Watch category assignments as they arrive."),
