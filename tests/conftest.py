@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from dockerfile import DOCKERFILE, Stage, parse_dockerfile
+
+if TYPE_CHECKING:
+    from prodcat.kafka.jars import KafkaJars
 
 BROKEN_PLUGIN_ERROR = "ImportError: prodcat_broken needs libfoo, which is not installed"
 
@@ -45,6 +49,38 @@ def embedded_broker() -> Iterator[str]:
 
     with EmbeddedBroker(port=0) as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_jars() -> KafkaJars:
+    """The pinned Apache Kafka release, fetched (./run.sh runs the fetch), and Java to run it."""
+    from prodcat.core.settings import load_settings
+    from prodcat.kafka.jars import KafkaJars, KafkaSetupError, find_java
+
+    jars = KafkaJars.pinned(load_settings().cache_dir)
+    try:
+        find_java()
+        jars.classpath()
+    except KafkaSetupError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))  # CI must run the real-Kafka tests
+        pytest.skip(str(exc))
+    return jars
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(kafka_jars: KafkaJars) -> Iterator[str]:
+    """A real single-node Apache Kafka (KRaft) for the whole session; yields its bootstrap."""
+    from prodcat.kafka.cluster import KafkaCluster
+
+    with KafkaCluster(kafka_jars) as cluster:
+        yield cluster.bootstrap
+
+
+@pytest.fixture(params=["tansu", "kafka"])
+def broker(request: pytest.FixtureRequest) -> str:
+    """The streaming tests' broker: the embedded one, then real Apache Kafka."""
+    return request.getfixturevalue(f"{'embedded' if request.param == 'tansu' else 'kafka'}_broker")
 
 
 @pytest.fixture(scope="session")

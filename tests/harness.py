@@ -86,13 +86,41 @@ class PhotoServer(LocalServer):
 
 
 def read_topic(
-    settings: Settings, bootstrap: str, topic: str, expect: int, timeout_s: float
+    settings: Settings,
+    bootstrap: str,
+    topic: str,
+    expect: int,
+    timeout_s: float,
+    isolation_level: str = "read_uncommitted",
 ) -> list[dict[str, Any]]:
     """Read ``topic`` from the start until ``expect`` messages arrived or the time is up."""
+    return read_until(
+        settings, bootstrap, topic, lambda found: len(found) >= expect, timeout_s, isolation_level
+    )
+
+
+def read_until(
+    settings: Settings,
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[dict[str, Any]]], bool],
+    timeout_s: float,
+    isolation_level: str = "read_uncommitted",
+    linger_s: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start, with one consumer, until ``done(messages)`` (then
+    ``linger_s`` more, for late arrivals such as duplicates) or the time is up.
+
+    For topics that may hold duplicates, where a count of messages proves nothing.
+    """
     from kafka import TopicPartition
 
     consumer = kafka_consumer(
-        settings, bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        settings,
+        bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
     )
     partitions = sorted(consumer.partitions_for_topic(topic) or [])
     assert partitions, f"topic {topic} does not exist"
@@ -100,20 +128,27 @@ def read_topic(
     messages: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(messages) < expect and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    messages.append(
-                        {
-                            "key": record.key,
-                            "value": orjson.loads(record.value),
-                            "headers": dict(record.headers or []),
-                            "partition": record.partition,
-                        }
-                    )
+        while time.monotonic() < deadline:
+            if done(messages):
+                deadline = min(deadline, time.monotonic() + linger_s)
+                if not linger_s:
+                    break
+            for records in consumer.poll(timeout_ms=200).values():
+                messages += [_message(record) for record in records]
     finally:
         consumer.close()
     return messages
+
+
+def _message(record: Any) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "value": orjson.loads(record.value),
+        "headers": dict(record.headers or []),
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp / 1000,
+    }
 
 
 def worker_env(tmp_path: Path, topics: dict[str, str], group: str) -> dict[str, str]:
@@ -153,22 +188,27 @@ def publish(settings: Settings, bootstrap: str, messages: list[tuple[bytes, byte
         producer.close()
 
 
-def read_until(
-    settings: Settings,
-    bootstrap: str,
-    topic: str,
-    done: Callable[[list[dict[str, Any]]], bool],
-    timeout_s: float,
-) -> list[dict[str, Any]]:
-    """Re-read ``topic`` from the start until ``done(messages)`` or the time is up.
+def librdkafka_publish(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], codec: str
+) -> None:
+    """(key, value) pairs through a librdkafka producer (confluent-kafka) compressing its
+    batches with ``codec``, as shops configure theirs; every one acknowledged."""
+    from confluent_kafka import Producer
 
-    For topics that may hold duplicates, where a count of messages proves nothing.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        messages = read_topic(settings, bootstrap, topic, 10**9, 2.0)
-        if done(messages) or time.monotonic() >= deadline:
-            return messages
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "compression.type": codec,
+            "linger.ms": 50,
+            "enable.idempotence": False,  # the embedded broker has no idempotent producers
+            "acks": "all",
+        }
+    )
+    failed: list[Any] = []
+    for key, value in messages:
+        producer.produce(topic, value, key, on_delivery=lambda err, _: failed.append(err))
+    assert producer.flush(60) == 0, "librdkafka could not deliver everything in 60 s"
+    assert not [error for error in failed if error is not None], failed
 
 
 def text_products(data_dir: Path, count: int, skip: int = 0) -> list[dict[str, Any]]:
@@ -184,3 +224,51 @@ def text_products(data_dir: Path, count: int, skip: int = 0) -> list[dict[str, A
     for event in picked:
         event.pop("image", None)
     return picked
+
+
+TRACE = "00-{:032x}-00f067aa0ba902b7-01"
+PACED_WAIT_S = 240.0
+
+
+def messages(events: list[dict[str, Any]]) -> list[tuple[bytes, bytes, str]]:
+    return [
+        (str(e["product_id"]).encode(), orjson.dumps(e), TRACE.format(i + 1))
+        for i, e in enumerate(events)
+    ]
+
+
+class PacedPublisher:
+    """Publishes events in small chunks from a thread, so products keep flowing for a while."""
+
+    def __init__(
+        self, settings: Settings, bootstrap: str, events: list[dict[str, Any]], chunks: int
+    ) -> None:
+        size = max(1, len(events) // chunks)
+        self._chunks = [events[i : i + size] for i in range(0, len(events), size)]
+        self._args = (settings, bootstrap)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            for chunk in self._chunks:
+                publish(*self._args, messages(chunk))
+                time.sleep(0.3)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            self.error = exc
+
+    def __enter__(self) -> PacedPublisher:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.join()
+
+    def join(self) -> None:
+        self.thread.join(PACED_WAIT_S)
+        if self.error is not None:
+            raise self.error
+
+
+def ids_covered(expected: set[str]) -> Any:
+    return lambda found: expected <= {m["value"]["product_id"] for m in found}

@@ -74,9 +74,10 @@ class Recorder:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def publish(self, outcome: Outcome) -> None:
+    async def publish(self, outcome: Outcome, source: Any, settle: Callable[[], Any]) -> None:
         await self.gate.wait()
         self.outcomes.append(outcome)
+        await settle()
 
 
 def product(**overrides: Any) -> bytes:

@@ -29,6 +29,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # the source checkout (editable
 # PRODCAT_* variables that are not settings: read by the plugin manager, the CLI's error
 # handler, or docker-compose.yml (replicas, partitions of the topic job).
 NOT_SETTINGS = frozenset({"CONFIG", "PLUGINS", "DISABLE_PLUGINS", "DEBUG", "WORKERS", "PARTITIONS"})
+# Settings that take one of a few words; anything else is an error naming them.
+CHOICES = {
+    "kafka.compression": ("none", "gzip", "snappy", "lz4", "zstd"),
+    "worker.processing_guarantee": ("at_least_once", "exactly_once"),
+}
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class KafkaSettings:
     client_id: str = "prodcat"
     request_timeout_ms: int = 15000
     max_message_bytes: int = 4 * 1024 * 1024
+    compression: str = "none"  # what prodcat's own producers use; every codec is consumed
 
 
 @dataclass
@@ -82,6 +88,8 @@ class WorkerSettings:
     model_poll_s: float = 5.0
     broker_probe_s: float = 2.0
     commit_interval_s: float = 1.0
+    # exactly_once: transactional outcomes + offsets, read_committed (Apache Kafka only)
+    processing_guarantee: str = "at_least_once"
 
 
 @dataclass
@@ -157,7 +165,7 @@ def _apply_env(settings: Settings, env: typing.Mapping[str, str]) -> None:
             log.warning("ignoring %s: prodcat has no setting %r", key, ".".join(parts))
             continue
         hint = typing.get_type_hints(type(owner))[parts[-1]]
-        setattr(owner, parts[-1], _coerce(value, hint, ".".join(parts), "environment"))
+        setattr(owner, parts[-1], _checked(value, hint, ".".join(parts), "environment"))
 
 
 def _owner_of(settings: Settings, parts: list[str]) -> Any | None:
@@ -185,7 +193,17 @@ def _apply(target: Any, data: dict[str, Any], source: str, prefix: str = "") -> 
                 raise SettingsError(f"{source}: {where!r} must be a table of settings")
             _apply(current, value, source, f"{where}.")
         else:
-            setattr(target, key, _coerce(value, hints[key], where, source))
+            setattr(target, key, _checked(value, hints[key], where, source))
+
+
+def _checked(value: Any, hint: Any, where: str, source: str) -> Any:
+    """The value as the setting's type, and one of its ``CHOICES`` where it has some."""
+    value = _coerce(value, hint, where, source)
+    allowed = CHOICES.get(where)
+    if allowed is not None and value not in allowed:
+        choices = ", ".join(allowed)
+        raise SettingsError(f"{source}: {where!r} must be one of {choices}, got {value!r}")
+    return value
 
 
 def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:

@@ -145,6 +145,12 @@ def admin_client(settings: Settings, bootstrap: str) -> Any:
     return KafkaAdminClient(**kafka_python_options(settings, bootstrap))
 
 
+def compression_type(settings: Settings) -> str | None:
+    """``[kafka] compression`` as the clients spell it (None: uncompressed)."""
+    codec = settings.kafka.compression
+    return None if codec == "none" else codec
+
+
 def producer(settings: Settings, bootstrap: str, **overrides: Any) -> Any:
     """A kafka-python producer that waits for all replicas and sends events up to the size limit.
 
@@ -158,6 +164,7 @@ def producer(settings: Settings, bootstrap: str, **overrides: Any) -> Any:
         "batch_size": 256 * 1024,  # photo events are ~8 KB: the 16 KB default sends one a batch
         "enable_idempotence": False,
         "max_request_size": settings.kafka.max_message_bytes,
+        "compression_type": compression_type(settings),
     }
     return KafkaProducer(**(options | overrides))
 

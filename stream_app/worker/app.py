@@ -9,7 +9,10 @@ probe fails or produces fail). Background tasks: the broker probe
 (prodcat/worker/broker_probe.py) and, with a model directory, the hot-reload watcher
 (prodcat/worker/model_reload.py, also woken by SIGHUP), and the check that rewinds a position
 past the end of a log that a broker lost (prodcat/worker/offsets.py). The dispatcher's memory budget
-(prodcat/worker/memory.py) enforces ``[worker] memory_limit_mb`` at admission.
+(prodcat/worker/memory.py) enforces ``[worker] memory_limit_mb`` at admission. Outcomes are
+published at least once (prodcat/worker/publishing.py) or, with ``[worker]
+processing_guarantee = "exactly_once"``, in Kafka transactions (prodcat/worker/exactly_once.py);
+record batches the consumer cannot read become dead letters (prodcat/worker/unreadable.py).
 
 Shutdown (SIGTERM): Faust stops fetching, waits until every consumed event is acked
 (``stream_wait_empty``) and commits; our events are acked only after their outcome was
@@ -22,57 +25,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from prodcat.core.settings import Settings
-from prodcat.kafka.clients import faust_options
+from prodcat.kafka.clients import compression_type, faust_options
 from prodcat.worker.broker_probe import BrokerProbe
-from prodcat.worker.classifier import ASSIGNED, Outcome
 from prodcat.worker.dispatcher import Dispatcher
+from prodcat.worker.exactly_once import EXACTLY_ONCE, CommitGate, ExactlyOncePublisher
 from prodcat.worker.fetch_wait import cap_fetch_wait
+from prodcat.worker.lag import committed_lag
 from prodcat.worker.memory import MemoryBudget
 from prodcat.worker.model_reload import ModelReloader
 from prodcat.worker.offsets import rewind_past_end
+from prodcat.worker.publishing import AtLeastOncePublisher
 from prodcat.worker.runtime import Runtime, load_model
+from prodcat.worker.unreadable import UnreadableBatch, guard_record_batches
 
 log = logging.getLogger(__name__)
-
-RETRY_MIN_S = 0.5
-RETRY_MAX_S = 10.0
-
-
-class FaustPublisher:
-    """Produces outcomes with the app's producer, retrying until the broker acknowledges."""
-
-    def __init__(self, runtime: Runtime, categories: Any, dlq: Any) -> None:
-        self.runtime = runtime
-        self.categories = categories
-        self.dlq = dlq
-
-    async def publish(self, outcome: Outcome) -> None:
-        topic = self.categories if outcome.kind == ASSIGNED else self.dlq
-        delay = RETRY_MIN_S
-        while True:
-            try:
-                pending = await topic.send(
-                    key=outcome.key, value=outcome.value, headers=outcome.headers
-                )
-                await pending
-                self.runtime.publishing_ok = True
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any producer failure: retry, never drop
-                self.runtime.publishing_ok = False
-                log.warning("publish to %s failed (%s); retrying in %.1f s", topic, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
 
 
 def faust_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
@@ -92,6 +65,8 @@ def faust_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "broker_commit_interval": w.commit_interval_s,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        "producer_compression_type": compression_type(settings),
+        "processing_guarantee": w.processing_guarantee,
         "producer_max_request_size": settings.kafka.max_message_bytes,
         "consumer_max_fetch_size": settings.kafka.max_message_bytes,
         "stream_wait_empty": True,
@@ -132,14 +107,29 @@ def create_app(
     products = app.topic(products_name)
     categories = app.topic(settings.topics.categories)
     dlq = app.topic(settings.topics.dlq)
-    publisher = FaustPublisher(runtime, categories, dlq)
+    exactly_once = settings.worker.processing_guarantee == EXACTLY_ONCE
+    gate = CommitGate()  # installed on the consumer once Faust's worker created it
+    if exactly_once:
+        publisher: Any = ExactlyOncePublisher(app, runtime, settings, gate)
+    else:
+        publisher = AtLeastOncePublisher(runtime, categories, dlq)
     memory = MemoryBudget(
         settings.worker.memory_limit_mb * 2**20, on_wait=runtime.metrics.admission_waited
     )
-    dispatcher = Dispatcher(runtime, publisher, settings.worker.queue_size, memory)
+    dispatcher = Dispatcher(
+        runtime, publisher, settings.worker.queue_size, memory, per_partition=exactly_once
+    )
     probe = BrokerProbe(settings, bootstrap, on_change=runtime.set_broker_up)
     runtime.metrics.broker_up.set_function(lambda: float(probe.up))
-    runtime.metrics.backlog.set_function(lambda: dispatcher.backlog(_highwater(app)))
+    runtime.metrics.watch_lag(lambda: committed_lag(app.consumer, products_name))
+    unreadable: dict[str, Any] = {"batches": 0, "last": None}  # shown by /health
+
+    def cannot_read(batch: UnreadableBatch) -> None:  # called from the consumer thread
+        unreadable.update(batches=unreadable["batches"] + 1, last=batch.describe())
+        runtime.metrics.unreadable.labels(batch.topic).inc()
+        log.error("cannot read %s; each record becomes a dead letter", batch.describe())
+
+    guard_record_batches(cannot_read)
 
     @app.agent(products, name="classify")
     async def classify(stream: faust.StreamT) -> None:
@@ -184,8 +174,9 @@ def create_app(
 
     @app.on_partitions_assigned.connect
     async def joined(_app: Any, assigned: Any, **_: Any) -> None:
+        if exactly_once:
+            gate.install(app.consumer)  # before any commit: nothing was acked yet
         runtime.assigned_partitions = True
-        dispatcher.forget_partitions()
         runtime.partitions = sorted(tp.partition for tp in assigned if tp.topic == products_name)
         log.info("assigned %s partitions: %s", products_name, runtime.partitions or "none")
 
@@ -196,7 +187,12 @@ def create_app(
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
         healthy = runtime.healthy
-        body = {"status": "ok" if healthy else "batcher stopped", "in_flight": dispatcher.in_flight}
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "batcher stopped",
+            "in_flight": dispatcher.in_flight,
+        }
+        if unreadable["batches"]:  # still healthy: a restart would not read them either
+            body["unreadable"] = dict(unreadable)
         return web.json(body, status=200 if healthy else 503)
 
     @app.page("/ready")
@@ -212,15 +208,3 @@ def create_app(
         return web.json(body, status=200 if runtime.ready else 503)
 
     return WorkerApp(app, classify, dispatcher, runtime)
-
-
-def _highwater(app: faust.App) -> Callable[[str, int], int | None]:
-    """The consumer's last-seen high watermark of a partition (None before any fetch)."""
-
-    def highwater(topic: str, partition: int) -> int | None:
-        try:
-            return app.consumer.highwater(TP(topic, partition))
-        except Exception:  # noqa: BLE001 - consumer not started or partition not assigned
-            return None
-
-    return highwater

@@ -81,15 +81,19 @@ class WorkerProcess:
         raise WorkerFailed(f"worker not ready after {timeout_s:.0f} s:\n{self.tail()}")
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """One sample of the worker's /metrics (0 when absent)."""
+        """One sample of the worker's /metrics (0 when absent); without ``labels``, the sum
+        over all the metric's label sets."""
         _, body = self.get("/metrics")
-        wanted = name + (
-            "{" + ",".join(f'{k}="{v}"' for k, v in (labels or {}).items()) + "}" if labels else ""
+        if labels:
+            wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+            return sum(float(line.split()[-1]) for line in self._samples(body, wanted + " "))
+        return sum(
+            float(line.split()[-1]) for line in self._samples(body, (name + " ", name + "{"))
         )
-        for line in body.decode().splitlines():
-            if line.startswith(wanted + " "):
-                return float(line.split()[-1])
-        return 0.0
+
+    @staticmethod
+    def _samples(body: bytes, prefix: str | tuple[str, ...]) -> list[str]:
+        return [line for line in body.decode().splitlines() if line.startswith(prefix)]
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
         """Send ``sig`` and wait for the exit status (SIGKILL after the timeout)."""

@@ -171,8 +171,19 @@ class Classifier:
         key = str(product["product_id"]).encode()
         return Outcome(ASSIGNED, key, events.encode(assignment), headers)
 
+    def unreadable(self, source: Source, error_type: str, message: str) -> Outcome:
+        """The dead letter of a record the consumer could not read (its batch failed to
+        decompress or its CRC; prodcat/worker/unreadable.py logged the batch once)."""
+        return self._dead(None, source, "unreadable", error_type, message, logged=True)
+
     def _dead(
-        self, raw: bytes | None, source: Source, stage: str, error_type: str, message: str
+        self,
+        raw: bytes | None,
+        source: Source,
+        stage: str,
+        error_type: str,
+        message: str,
+        logged: bool = False,
     ) -> Outcome:
         letter = events.make_dead_letter(
             raw,
@@ -185,7 +196,8 @@ class Classifier:
             message,
             self.original_cap,
         )
-        log.info("dead letter %s stage=%s: %s", _where(source), letter["stage"], message[:200])
+        if not logged:
+            log.info("dead letter %s stage=%s: %s", _where(source), letter["stage"], message[:200])
         headers = [("content-type", events.CONTENT_TYPE.encode())]
         traceparent = _traceparent(source.headers)
         if traceparent is not None:

@@ -11,7 +11,8 @@ therefore replay events whose outcome was already published (duplicates, each ca
 same ``source_event_id``), never skip one. The number of events in flight is bounded, so a
 slow model slows consumption down instead of filling memory. Outcomes of events with the
 same key (the same product) are published in the order the events were consumed, even when
-a later one is classified first.
+a later one is classified first; with ``per_partition`` ordering (exactly-once,
+prodcat/worker/exactly_once.py) every partition's outcomes are published in that order.
 """
 
 from __future__ import annotations
@@ -25,28 +26,39 @@ from typing import Any, Protocol
 from prodcat.worker.classifier import ASSIGNED, Outcome, Source
 from prodcat.worker.memory import MemoryBudget
 from prodcat.worker.runtime import Runtime
+from prodcat.worker.unreadable import unreadable_reason
 
 log = logging.getLogger(__name__)
 
 
+Settle = Callable[[], Awaitable[None]]
+
+
 class Publisher(Protocol):
-    async def publish(self, outcome: Outcome) -> None:
-        """Send the outcome and return once the broker has acknowledged it."""
+    async def publish(self, outcome: Outcome, source: Source, settle: Settle) -> None:
+        """Send the outcome; call ``settle`` (acks the event) as soon as its offset may be
+        committed; return once the broker has acknowledged the outcome."""
 
 
 class Dispatcher:
     """Runs each consumed event to its acknowledged outcome, then acks it (see module doc)."""
 
     def __init__(
-        self, runtime: Runtime, publisher: Publisher, limit: int, memory: MemoryBudget
+        self,
+        runtime: Runtime,
+        publisher: Publisher,
+        limit: int,
+        memory: MemoryBudget,
+        per_partition: bool = False,
     ) -> None:
         self.runtime = runtime
         self.publisher = publisher
         self.memory = memory
+        self.per_partition = per_partition
         self._slots = asyncio.Semaphore(limit)
         self._tasks: set[asyncio.Task] = set()
-        self._last_of_key: dict[Any, asyncio.Task] = {}  # per message key: newest task
-        self.next_offset: dict[tuple[str, int], int] = {}  # per partition: next to consume
+        # per ordering key (message key, or partition): the newest event's "settled" future
+        self._last_settled: dict[Any, asyncio.Future[None]] = {}
         runtime.metrics.watch_memory(lambda: memory.held, memory.limit)
 
     @property
@@ -62,33 +74,19 @@ class Dispatcher:
         await self.memory.acquire(size)
         self.runtime.metrics.in_flight.inc()
         message = event.message
-        self.next_offset[(message.topic, message.partition)] = message.offset + 1
-        key = (message.topic, message.partition, message.key)
-        task = asyncio.create_task(self._handle(event, ack, self._last_of_key.get(key)))
-        self._last_of_key[key] = task
+        key = (message.topic, message.partition)
+        key += () if self.per_partition else (message.key,)
+        before = self._last_settled.get(key)
+        settled = self._last_settled[key] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._handle(event, ack, before, settled))
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._done(done, key, size))
+        task.add_done_callback(lambda done: self._done(done, key, size, settled))
 
-    def forget_partitions(self) -> None:
-        """After a rebalance the positions of partitions we no longer own are meaningless."""
-        self.next_offset.clear()
-
-    def backlog(self, highwater: Callable[[str, int], int | None]) -> int:
-        """Events published but not yet consumed on the partitions this worker consumed from.
-
-        ``highwater(topic, partition)`` is the high watermark the consumer last saw in a
-        fetch response; partitions not fetched yet (no position or no watermark) count 0.
-        """
-        total = 0
-        for (topic, partition), position in self.next_offset.items():
-            end = highwater(topic, partition)
-            if end is not None:
-                total += max(0, end - position)
-        return total
-
-    def _done(self, task: asyncio.Task, key: Any, size: int) -> None:
-        if self._last_of_key.get(key) is task:
-            del self._last_of_key[key]
+    def _done(self, task: asyncio.Task, key: Any, size: int, settled: asyncio.Future[None]) -> None:
+        if not settled.done():
+            settled.set_result(None)  # failed: the next event of its key must not wait forever
+        if self._last_settled.get(key) is settled:
+            del self._last_settled[key]
         self._tasks.discard(task)
         self._slots.release()
         self.memory.release(size)
@@ -98,14 +96,28 @@ class Dispatcher:
             log.error("event handling failed; left unacked", exc_info=task.exception())
 
     async def _handle(
-        self, event: Any, ack: Callable[[Any], Awaitable[Any]], before: asyncio.Task | None
+        self,
+        event: Any,
+        ack: Callable[[Any], Awaitable[Any]],
+        before: asyncio.Future[None] | None,
+        settled: asyncio.Future[None],
     ) -> None:
         source = source_of(event)
-        outcome = await self.runtime.classifier.classify(event.value, source)
+        unreadable = unreadable_reason(source.headers, event.value)
+        if unreadable is not None:
+            outcome = self.runtime.classifier.unreadable(source, *unreadable)
+        else:
+            outcome = await self.runtime.classifier.classify(event.value, source)
         if before is not None:
-            # Same product key: publish in consumption order, so downstream keeps the newest.
+            # Same product key (or partition): publish in consumption order, so downstream
+            # keeps the newest.
             await asyncio.wait([before])
-        await self.publisher.publish(outcome)
+
+        async def settle() -> None:
+            await ack(event)
+            settled.set_result(None)
+
+        await self.publisher.publish(outcome, source, settle)
         metrics = self.runtime.metrics
         if outcome.kind == ASSIGNED:
             metrics.assigned()
@@ -113,7 +125,6 @@ class Dispatcher:
             metrics.dead_letter(outcome.stage)
         if source.timestamp is not None:
             metrics.latency.observe(max(0.0, time.time() - source.timestamp))
-        await ack(event)
 
     async def drain(self) -> None:
         """Wait until every admitted event has been published and acked."""

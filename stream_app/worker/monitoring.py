@@ -10,7 +10,7 @@ the batcher knowing about Prometheus. docs/operations.md lists which of these to
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,10 +20,12 @@ from prometheus_client import (
     GCCollector,
     Histogram,
     Info,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from prodcat.worker.memory import rss_bytes
 
@@ -90,10 +92,11 @@ class WorkerMetrics:
             "1 when the last metadata probe of the broker answered and listed the products topic.",
             registry=r,
         )
-        self.backlog = Gauge(
-            "prodcat_backlog_events",
-            "Events behind the high watermark of the fetched partitions (lag, as this worker "
-            "sees it; 0 for partitions it has not consumed from yet).",
+        self.unreadable = Counter(
+            "prodcat_unreadable_batches",
+            "Record batches the consumer could not read (missing codec, corrupt data); each "
+            "of their records became a dead letter with stage 'unreadable'.",
+            ["topic"],
             registry=r,
         )
         self.rss = Gauge(
@@ -152,6 +155,10 @@ class WorkerMetrics:
         self.memory_limit.set(limit)
         self.in_flight_bytes.set_function(held)
 
+    def watch_lag(self, lag: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        """``prodcat_backlog_events{topic, partition}``, read from ``lag`` at scrape time."""
+        self.registry.register(_LagCollector(lag))
+
     def admission_waited(self, reason: str) -> None:
         self.admission_waits.labels(reason).inc()
 
@@ -166,3 +173,21 @@ class WorkerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LagCollector:
+    """End offset minus committed offset of each partition the worker owns, at scrape time."""
+
+    def __init__(self, lag: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        self._lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "prodcat_backlog_events",
+            "Events not committed yet per owned partition: end offset (high watermark; last "
+            "stable offset under exactly-once) minus the group's committed offset.",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), events in sorted(self._lag().items()):
+            family.add_metric([topic, str(partition)], events)
+        yield family

@@ -57,8 +57,22 @@ def command(
         model = _load(model_dir, settings)
     except (BundleError, InferenceSetupError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
-    with serving_broker(settings, embedded=embedded) as bootstrap:
-        _run(settings, bootstrap, model, model_dir)
+    from prodcat.worker.exactly_once import (
+        EXACTLY_ONCE,
+        TransactionsUnsupported,
+        require_transactions,
+    )
+
+    exactly_once = settings.worker.processing_guarantee == EXACTLY_ONCE
+    try:
+        if exactly_once and not settings.broker:
+            require_transactions(settings, "", embedded=True)  # before starting a broker
+        with serving_broker(settings, embedded=embedded) as bootstrap:
+            if exactly_once:
+                require_transactions(settings, bootstrap, embedded=False)
+            _run(settings, bootstrap, model, model_dir)
+    except TransactionsUnsupported as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _with_web_port(settings: Settings, web_port: int | None) -> Settings:
