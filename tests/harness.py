@@ -18,6 +18,7 @@ import orjson
 from prodcat.core.settings import Settings
 from prodcat.kafka.clients import consumer as kafka_consumer
 from prodcat.kafka.clients import producer as kafka_producer
+from prodcat.worker.child import WorkerProcess
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
@@ -272,3 +273,17 @@ class PacedPublisher:
 
 def ids_covered(expected: set[str]) -> Any:
     return lambda found: expected <= {m["value"]["product_id"] for m in found}
+
+
+def wait_for_split(workers: list[WorkerProcess], partitions: int) -> list[list[int]]:
+    """Wait until every worker owns partitions, together all of them once each (a worker
+    that joins late gets its share only at the next rebalance)."""
+    deadline = time.monotonic() + 180
+    owned: list[list[int]] = []
+    while time.monotonic() < deadline:
+        owned = [(w.ready() or {}).get("partitions", []) for w in workers]
+        flat = [p for parts in owned for p in parts]
+        if sorted(flat) == list(range(partitions)) and all(owned):
+            return owned
+        time.sleep(1)
+    raise AssertionError(f"partitions never split across workers: {owned}")

@@ -33,23 +33,19 @@ def rows_with_photos(catalog: Path) -> Iterator[SourceRow]:
     return islice((r for r in read_source(catalog) if r.event and "image" in r.event), COUNT)
 
 
-def test_thousand_fashion_products_with_photos_round_trip(
-    embedded_broker: str, data_dir: Path
-) -> None:
-    settings = Settings(broker=embedded_broker)
+def test_thousand_fashion_products_with_photos_round_trip(broker: str, data_dir: Path) -> None:
+    settings = Settings(broker=broker)
     settings.topics.products = "roundtrip.products"
-    assert ensure_topics(settings, embedded_broker)["roundtrip.products"] == 4
+    assert ensure_topics(settings, broker)["roundtrip.products"] == 4
     catalog = data_dir / "fashion" / "catalog.csv"
-    client = producer(settings, embedded_broker)
+    client = producer(settings, broker)
     try:
         summary = publish_rows(client, rows_with_photos(catalog), settings.topics.products)
     finally:
         client.close()
     assert (summary.sent, summary.rejected, summary.failed) == (COUNT, 0, 0)
 
-    reader = consumer(
-        settings, embedded_broker, auto_offset_reset="earliest", consumer_timeout_ms=10_000
-    )
+    reader = consumer(settings, broker, auto_offset_reset="earliest", consumer_timeout_ms=10_000)
     reader.subscribe([settings.topics.products])
     received = list(islice(reader, COUNT))
     reader.close()

@@ -44,6 +44,7 @@ CASES = {
     "tansu-sigkill": ("embedded_broker", signal.SIGKILL, "at_least_once"),
     "tansu-sigterm": ("embedded_broker", signal.SIGTERM, "at_least_once"),
     "kafka-sigkill": ("kafka_broker", signal.SIGKILL, "at_least_once"),
+    "kafka-sigterm": ("kafka_broker", signal.SIGTERM, "at_least_once"),
     "kafka-sigkill-exactly-once": ("kafka_broker", signal.SIGKILL, "exactly_once"),
 }
 

@@ -232,12 +232,12 @@ def test_hostile_corpus_and_generated_events_each_end_as_one_outcome(
     data_dir: Path,
     jpeg: bytes,
     servers: tuple[HostileServer, Sentinel],
-    embedded_broker: str,
+    broker: str,
     tmp_path: Path,
 ) -> None:
     server, sentinel = servers
     cfg, topics = topic_settings("hostile")
-    ensure_topics(cfg, embedded_broker)
+    ensure_topics(cfg, broker)
     good = text_products(data_dir, 20)
     cases = corpus(good[0], jpeg, server, sentinel)
     generated = generated_events(good[1])
@@ -252,22 +252,22 @@ def test_hostile_corpus_and_generated_events_each_end_as_one_outcome(
         "PRODCAT_IMAGES__FETCH_TIMEOUT_S": "2",
         "PRODCAT_WORKER__MEMORY_LIMIT_MB": str(MEMORY_LIMIT_MB),
     }
-    worker = WorkerProcess(bundle, embedded_broker, tmp_path / "worker.log", env).start()
+    worker = WorkerProcess(bundle, broker, tmp_path / "worker.log", env).start()
     try:
         worker.wait_ready()
-        send(cfg, embedded_broker, values[:5])  # warm up before the first memory reading
-        read_topic(cfg, embedded_broker, topics["categories"], 5, WAIT_S)
+        send(cfg, broker, values[:5])  # warm up before the first memory reading
+        read_topic(cfg, broker, topics["categories"], 5, WAIT_S)
         assert worker.process is not None
         rss_before = rss_bytes(worker.process.pid)
-        send(cfg, embedded_broker, values[5:])
+        send(cfg, broker, values[5:])
         total = len(values)
         deadline = time.monotonic() + WAIT_S
         while worker_outcomes(worker) < total and time.monotonic() < deadline:
             time.sleep(0.5)
         consumed = worker_outcomes(worker)
         rss_after = rss_bytes(worker.process.pid)
-        assignments = read_topic(cfg, embedded_broker, topics["categories"], total, 10)
-        letters = read_topic(cfg, embedded_broker, topics["dlq"], total - len(assignments), 10)
+        assignments = read_topic(cfg, broker, topics["categories"], total, 10)
+        letters = read_topic(cfg, broker, topics["dlq"], total - len(assignments), 10)
         assert worker.get("/health")[0] == 200 and worker.ready() is not None
     finally:
         assert worker.stop(signal.SIGTERM) == 0, worker.tail()

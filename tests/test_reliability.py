@@ -31,6 +31,7 @@ from harness import (
 
 from prodcat.core.ports import free_port
 from prodcat.kafka.clients import ensure_topics
+from prodcat.kafka.cluster import KafkaCluster
 from prodcat.kafka.embedded import EmbeddedBroker
 from prodcat.model.bundle import MANIFEST_FILE, ModelBundle
 from prodcat.worker.child import WorkerProcess
@@ -58,23 +59,69 @@ def products(data_dir: Path) -> list[dict[str, Any]]:
     return text_products(data_dir, PRODUCTS)
 
 
+class TansuOutage:
+    """The embedded broker goes away; a new, empty one comes back on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.broker = EmbeddedBroker(port=self.port).start()
+        self.bootstrap = self.broker.bootstrap
+        self.keeps_data = False
+
+    def down(self) -> None:
+        self.broker.stop()
+
+    def up(self) -> None:
+        self.broker = EmbeddedBroker(port=self.port).start()
+
+    def close(self) -> None:
+        self.broker.stop()
+
+
+class KafkaOutage:
+    """A one-node Apache Kafka is killed (SIGKILL) and restarted on its data and ports."""
+
+    def __init__(self, jars: Any) -> None:
+        self.cluster = KafkaCluster(jars).start()
+        self.bootstrap = self.cluster.bootstrap
+        self.keeps_data = True
+
+    def down(self) -> None:
+        self.cluster.kill(0)
+
+    def up(self) -> None:
+        self.cluster.restart(0)
+
+    def close(self) -> None:
+        self.cluster.stop(graceful=False)
+
+
+@pytest.mark.parametrize("engine", ["tansu", "kafka"])
 def test_broker_outage_makes_the_worker_not_ready_then_it_resumes(
-    bundle: Path, products: list[dict[str, Any]], tmp_path: Path
+    engine: str,
+    bundle: Path,
+    products: list[dict[str, Any]],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """The broker goes away for 15 s and a new, empty one comes back on the same port."""
-    port = free_port()
+    """The broker goes away for 15 s, then comes back on the same address: the worker
+    reports not ready meanwhile, never exits, and resumes without a restart."""
+    broker = (
+        TansuOutage() if engine == "tansu" else KafkaOutage(request.getfixturevalue("kafka_jars"))
+    )
     settings, topics = topic_settings("outage")
     env = worker_env(tmp_path, topics, "outage") | {"PRODCAT_WORKER__BROKER_PROBE_S": "0.5"}
-    # More before than after: every partition's new log ends below the old position.
+    # More before than after: every partition's new log (embedded broker) ends below the
+    # old position.
     before, after = products[:120], products[120:160]
-    with EmbeddedBroker(port=port) as broker:
+    worker = WorkerProcess(bundle, broker.bootstrap, tmp_path / "worker.log", env)
+    try:
         ensure_topics(settings, broker.bootstrap)
-        worker = WorkerProcess(bundle, broker.bootstrap, tmp_path / "worker.log", env).start()
-        worker.wait_ready()
+        worker.start().wait_ready()
         publish(settings, broker.bootstrap, messages(before))
         done = read_topic(settings, broker.bootstrap, topics["categories"], 120, WAIT_S)
         assert len(done) == 120
-    try:
+        broker.down()
         outage_ends = time.monotonic() + 15
         states: list[tuple[int, int]] = []
         while time.monotonic() < outage_ends:
@@ -84,19 +131,21 @@ def test_broker_outage_makes_the_worker_not_ready_then_it_resumes(
         assert (503, 200) in states, f"never reported not-ready while healthy: {states}"
         assert states[-1] == (503, 200), states[-5:]
         assert worker.metric("prodcat_broker_up") == 0
-        with EmbeddedBroker(port=port) as broker:
-            ensure_topics(settings, broker.bootstrap)
-            worker.wait_ready(WAIT_S)
-            publish(settings, broker.bootstrap, messages(after))
-            expected = {str(p["product_id"]) for p in after}
-            found = read_until(
-                settings, broker.bootstrap, topics["categories"], ids_covered(expected), WAIT_S
-            )
-            assert expected <= {m["value"]["product_id"] for m in found}, worker.tail()
-            assert worker.metric("prodcat_broker_up") == 1
-            code = worker.stop(signal.SIGTERM)
+        broker.up()
+        ensure_topics(settings, broker.bootstrap)
+        worker.wait_ready(WAIT_S)
+        publish(settings, broker.bootstrap, messages(after))
+        expected = {str(p["product_id"]) for p in (before if broker.keeps_data else []) + after}
+        found = read_until(
+            settings, broker.bootstrap, topics["categories"], ids_covered(expected), WAIT_S
+        )
+        assert expected <= {m["value"]["product_id"] for m in found}, worker.tail()
+        assert worker.metric("prodcat_broker_up") == 1
+        code = worker.stop(signal.SIGTERM)
     finally:
-        worker.stop(signal.SIGKILL)
+        if worker.process is not None:
+            worker.stop(signal.SIGKILL)
+        broker.close()
     assert code == 0, worker.tail()
 
 
@@ -140,7 +189,7 @@ def test_overload_keeps_queue_and_memory_bounded_and_loses_nothing(
             samples.append(sample)
             done = assigned(worker)
             time.sleep(0.2)
-        final_backlog = worker.metric("prodcat_backlog_events")
+        final_backlog = backlog_once_committed(worker)
         assignments = read_topic(
             settings, embedded_broker, topics["categories"], len(burst), WAIT_S
         )
@@ -185,6 +234,14 @@ def test_over_its_memory_limit_the_worker_takes_one_event_at_a_time(
     assert {a["value"]["product_id"] for a in assignments} == {e["product_id"] for e in events}
     assert max(in_flight) <= 1
     assert waits > 0
+
+
+def backlog_once_committed(worker: WorkerProcess) -> float:
+    """The backlog after the last commit (every ``[worker] commit_interval_s``) settled it."""
+    deadline = time.monotonic() + 15
+    while (backlog := worker.metric("prodcat_backlog_events")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return backlog
 
 
 def assigned(worker: WorkerProcess) -> float:

@@ -25,7 +25,14 @@ from typing import Any
 import orjson
 import pytest
 from bundles import cached_bundle
-from harness import PhotoServer, publish, read_topic, topic_settings, worker_env
+from harness import (
+    PhotoServer,
+    publish,
+    read_topic,
+    topic_settings,
+    wait_for_split,
+    worker_env,
+)
 
 from prodcat.kafka.clients import ensure_topics
 from prodcat.model.bundle import ModelBundle
@@ -124,10 +131,10 @@ def bad_events(
 
 
 def test_products_and_bad_events_each_end_as_exactly_one_outcome(
-    bundle: Path, photo_server: PhotoServer, data_dir: Path, embedded_broker: str, tmp_path: Path
+    bundle: Path, photo_server: PhotoServer, data_dir: Path, broker: str, tmp_path: Path
 ) -> None:
     settings, topics = topic_settings("e2e")
-    ensure_topics(settings, embedded_broker)
+    ensure_topics(settings, broker)
     products = unseen_products(data_dir, PRODUCTS)
     labels = {event["product_id"]: label for event, label in products}
 
@@ -143,15 +150,15 @@ def test_products_and_bad_events_each_end_as_exactly_one_outcome(
     ]
 
     worker = WorkerProcess(
-        bundle, embedded_broker, tmp_path / "worker.log", worker_env(tmp_path, topics, "e2e")
+        bundle, broker, tmp_path / "worker.log", worker_env(tmp_path, topics, "e2e")
     ).start()
     try:
         worker.wait_ready()
-        publish(settings, embedded_broker, messages)
+        publish(settings, broker, messages)
         assignments = read_topic(
-            settings, embedded_broker, topics["categories"], PRODUCTS, OUTCOME_TIMEOUT_S
+            settings, broker, topics["categories"], PRODUCTS, OUTCOME_TIMEOUT_S
         )
-        letters = read_topic(settings, embedded_broker, topics["dlq"], len(bad), 60)
+        letters = read_topic(settings, broker, topics["dlq"], len(bad), 60)
         time.sleep(2)  # the worker counts an outcome just after its produce is acknowledged
         assert (
             worker.metric("prodcat_events_total", {"outcome": "assigned", "stage": ""}) == PRODUCTS
@@ -189,29 +196,28 @@ def test_products_and_bad_events_each_end_as_exactly_one_outcome(
 
 
 def test_two_workers_share_the_partitions(
-    bundle: Path, data_dir: Path, embedded_broker: str, tmp_path: Path
+    bundle: Path, data_dir: Path, broker: str, tmp_path: Path
 ) -> None:
 
     settings, topics = topic_settings("pair")
-    ensure_topics(settings, embedded_broker)
+    ensure_topics(settings, broker)
     products = [event for event, _ in unseen_products(data_dir, 120)]
     for event in products:
         event.pop("_photo")
     env = worker_env(tmp_path, topics, "pair")
     workers = [
-        WorkerProcess(bundle, embedded_broker, tmp_path / f"worker{i}.log", env).start()
-        for i in range(2)
+        WorkerProcess(bundle, broker, tmp_path / f"worker{i}.log", env).start() for i in range(2)
     ]
     try:
         owned = wait_for_split(workers, settings.topics.partitions)
         assert all(owned), f"a worker got no partition: {owned}"
         publish(
             settings,
-            embedded_broker,
+            broker,
             [(e["product_id"].encode(), orjson.dumps(e), TRACEPARENT.format(1)) for e in products],
         )
         assignments = read_topic(
-            settings, embedded_broker, topics["categories"], len(products), OUTCOME_TIMEOUT_S
+            settings, broker, topics["categories"], len(products), OUTCOME_TIMEOUT_S
         )
         assert {a["value"]["product_id"] for a in assignments} == {
             e["product_id"] for e in products
@@ -224,19 +230,6 @@ def test_two_workers_share_the_partitions(
     finally:
         codes = [w.stop(signal.SIGTERM) for w in workers]
     assert codes == [0, 0], "\n".join(w.tail() for w in workers)
-
-
-def wait_for_split(workers: list[WorkerProcess], partitions: int) -> list[list[int]]:
-    """Wait until the workers own disjoint partition sets covering the whole topic."""
-    deadline = time.monotonic() + 180
-    owned: list[list[int]] = []
-    while time.monotonic() < deadline:
-        owned = [(w.ready() or {}).get("partitions", []) for w in workers]
-        flat = [p for parts in owned for p in parts]
-        if sorted(flat) == list(range(partitions)):
-            return owned
-        time.sleep(1)
-    raise AssertionError(f"partitions never split across workers: {owned}")
 
 
 def test_demo_prints_its_summary(bundle: Path, tmp_path: Path) -> None:

@@ -82,12 +82,7 @@ def fetch_jars(jars: KafkaJars) -> bool:
     """Fetch the release's jars with Maven unless present; True when something was fetched."""
     if jars.present:
         return False
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaSetupError(
-            "Maven (mvn) not found on PATH; install it (Debian: apt-get install maven) and "
-            f"run `{FETCH_COMMAND}` again"
-        )
+    mvn = find_maven()
     partial = jars.home / f"libs.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     command = [
@@ -115,6 +110,17 @@ def fetch_jars(jars: KafkaJars) -> bool:
     shutil.rmtree(jars.libs, ignore_errors=True)
     partial.rename(jars.libs)
     return True
+
+
+def find_maven() -> str:
+    """The ``mvn`` on PATH, or :class:`KafkaSetupError` saying how to get it."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise KafkaSetupError(
+            "Maven (mvn) not found on PATH; install it (Debian: apt-get install maven) and "
+            f"run `{FETCH_COMMAND}` again"
+        )
+    return mvn
 
 
 def find_java() -> str:

@@ -76,6 +76,9 @@ def node_properties(
         "background.threads": "4",
         "log.cleaner.threads": "1",
         "log.segment.bytes": str(16 * 2**20),
+        # Kafka's default is 1 MiB; prodcat sends events up to [kafka] max_message_bytes
+        # (4 MiB), and the tests send larger ones on purpose, as the embedded broker accepts
+        "message.max.bytes": str(16 * 2**20),
         # a dead broker is fenced (and its partitions move) after 4.5 s instead of 9 s
         "broker.session.timeout.ms": "4500",
         "broker.heartbeat.interval.ms": "1000",

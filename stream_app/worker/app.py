@@ -34,6 +34,7 @@ import faust
 from prodcat.core.settings import Settings
 from prodcat.kafka.clients import compression_type, faust_options
 from prodcat.worker.broker_probe import BrokerProbe
+from prodcat.worker.commits import never_past_in_flight
 from prodcat.worker.dispatcher import Dispatcher
 from prodcat.worker.exactly_once import EXACTLY_ONCE, CommitGate, ExactlyOncePublisher
 from prodcat.worker.fetch_wait import cap_fetch_wait
@@ -174,8 +175,10 @@ def create_app(
 
     @app.on_partitions_assigned.connect
     async def joined(_app: Any, assigned: Any, **_: Any) -> None:
+        # Installed before any commit (nothing was acked yet), once the consumer exists.
+        never_past_in_flight(app.consumer, dispatcher.lowest_in_flight)
         if exactly_once:
-            gate.install(app.consumer)  # before any commit: nothing was acked yet
+            gate.install(app.consumer)
         runtime.assigned_partitions = True
         runtime.partitions = sorted(tp.partition for tp in assigned if tp.topic == products_name)
         log.info("assigned %s partitions: %s", products_name, runtime.partitions or "none")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 from prodcat.core.ports import free_port
 
 PRODCAT = str(Path(sys.executable).with_name("prodcat"))
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')  # one name="value" of a Prometheus sample
 
 
 class WorkerFailed(RuntimeError):
@@ -84,16 +86,15 @@ class WorkerProcess:
         """One sample of the worker's /metrics (0 when absent); without ``labels``, the sum
         over all the metric's label sets."""
         _, body = self.get("/metrics")
-        if labels:
-            wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-            return sum(float(line.split()[-1]) for line in self._samples(body, wanted + " "))
-        return sum(
-            float(line.split()[-1]) for line in self._samples(body, (name + " ", name + "{"))
-        )
-
-    @staticmethod
-    def _samples(body: bytes, prefix: str | tuple[str, ...]) -> list[str]:
-        return [line for line in body.decode().splitlines() if line.startswith(prefix)]
+        total = 0.0
+        for line in body.decode().splitlines():
+            sample, _, value = line.rpartition(" ")
+            found, _, label_text = sample.partition("{")
+            if found != name:
+                continue
+            if labels is None or dict(LABEL.findall(label_text)) == labels:
+                total += float(value)
+        return total
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
         """Send ``sig`` and wait for the exit status (SIGKILL after the timeout)."""

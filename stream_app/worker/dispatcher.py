@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -59,6 +60,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task] = set()
         # per ordering key (message key, or partition): the newest event's "settled" future
         self._last_settled: dict[Any, asyncio.Future[None]] = {}
+        self._offsets: dict[tuple[str, int], set[int]] = defaultdict(set)  # in flight
         runtime.metrics.watch_memory(lambda: memory.held, memory.limit)
 
     @property
@@ -74,6 +76,8 @@ class Dispatcher:
         await self.memory.acquire(size)
         self.runtime.metrics.in_flight.inc()
         message = event.message
+        pending = self._offsets[(message.topic, message.partition)]
+        pending.add(message.offset)
         key = (message.topic, message.partition)
         key += () if self.per_partition else (message.key,)
         before = self._last_settled.get(key)
@@ -81,6 +85,12 @@ class Dispatcher:
         task = asyncio.create_task(self._handle(event, ack, before, settled))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._done(done, key, size, settled))
+        task.add_done_callback(lambda _: pending.discard(message.offset))
+
+    def lowest_in_flight(self, topic: str, partition: int) -> int | None:
+        """The lowest offset of the partition still being handled (prodcat/worker/commits.py)."""
+        offsets = self._offsets.get((topic, partition))
+        return min(offsets) if offsets else None
 
     def _done(self, task: asyncio.Task, key: Any, size: int, settled: asyncio.Future[None]) -> None:
         if not settled.done():

@@ -19,7 +19,13 @@ import orjson
 from prodcat.cli.options import json_option
 from prodcat.core.settings import Settings
 from prodcat.kafka.embedded import BrokerError, EmbeddedBroker
-from prodcat.kafka.jars import KafkaJars, KafkaSetupError, fetch_jars
+from prodcat.kafka.jars import (
+    KafkaJars,
+    KafkaSetupError,
+    fetch_jars,
+    find_java,
+    find_maven,
+)
 
 TANSU_PORT = 9092
 
@@ -142,6 +148,7 @@ def _serve_tansu(port: int, log_file: str | None, as_json: bool, stop: StopReque
 
 def _fetch(jars: KafkaJars, as_json: bool) -> None:
     if not jars.present and not as_json:
+        find_maven()  # fails in one line before anything is printed
         click.echo(f"fetching Apache Kafka {jars.version} with Maven into {jars.home} ...")
     fetched = fetch_jars(jars)
     if as_json:
@@ -162,6 +169,8 @@ def _serve_kafka(
 ) -> None:
     from prodcat.kafka.cluster import KafkaCluster
 
+    find_java()
+    jars.classpath()  # both fail in one line before anything is printed or started
     if not as_json:
         click.echo(f"starting Apache Kafka {jars.version}, {nodes} node(s) ...", err=True)
     cluster = KafkaCluster(jars, nodes=nodes, data_dir=data_dir, port=port or 0).start()
