@@ -151,6 +151,7 @@ def markdown(results: dict[str, Any], images: dict[str, Path], docs: Path) -> st
     lines += _stream_table(results)
     lines += _latency_table(results.get("latency"), images.get("latency"), docs)
     lines += _accuracy_table(results.get("accuracy"))
+    lines += _guarantees_table(results.get("guarantees"))
     return "\n".join(lines)
 
 
@@ -269,6 +270,36 @@ def _accuracy_table(rows: Any) -> list[str]:
     if levels:
         lines += ["", f"Accuracy levels: {' / '.join(levels)}."]
     lines.append("")
+    return lines
+
+
+def _guarantees_table(found: Any) -> list[str]:
+    if not found:
+        return []
+    lines = [
+        "### 6. Exactly once vs at least once (Apache Kafka, one node, one worker)",
+        "",
+        "Burst as in 2; latency at half the at-least-once throughput, publish -> outcome "
+        "visible (exactly once: to a read_committed reader, i.e. once its transaction "
+        "commits).",
+        "",
+        "| guarantee | items/s | process CPU ms per item | p50 ms | p95 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode in ("at_least_once", "exactly_once"):
+        burst, latency = found[mode]["burst"], found[mode]["latency"]
+        lines.append(
+            f"| {mode.replace('_', ' ')} | {_f(burst['items_per_s'])} "
+            f"| {_f(burst.get('cpu_ms_per_item'))} | {_f(latency['p50_ms'])} "
+            f"| {_f(latency['p95_ms'])} | {_f(latency['p99_ms'])} |"
+        )
+    ratio = found["exactly_once_over_at_least_once"]
+    lines += [
+        "",
+        f"Exactly once / at least once: throughput ×{_f(ratio['items_per_s'], 2)}, CPU per "
+        f"item ×{_f(ratio['cpu_ms_per_item'], 2)}, p50 latency ×{_f(ratio['p50_ms'], 2)}.",
+        "",
+    ]
     return lines
 
 

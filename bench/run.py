@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import accuracy, model_only, stream
+from bench import accuracy, guarantees, model_only, stream
 from bench.data import as_messages, cycle, photo_products
 from bench.environment import describe
 from prodcat.core.settings import Settings
@@ -26,7 +26,7 @@ from prodcat.kafka.clients import wait_for_broker
 from prodcat.kafka.embedded import EmbeddedBroker
 from prodcat.model.bundle import ModelBundle
 
-SECTIONS = ("model", "e2e", "naive", "latency", "accuracy")
+SECTIONS = ("model", "e2e", "naive", "latency", "accuracy", "guarantees")
 LOADS = (0.25, 0.5, 0.75)
 FULL_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -106,6 +106,8 @@ def run(settings: Settings, plan: Plan, console: Console) -> dict[str, Any]:
             results["accuracy"] = accuracy.table(
                 [plan.model, *plan.compare], own, settings, products, plan, progress
             )
+        if "guarantees" in plan.sections:
+            results["guarantees"] = _guarantees(settings, plan, products, progress)
     return summarise(results, settings) | results
 
 
@@ -167,6 +169,20 @@ def _streaming(
                     runner, products, measured, plan, progress, "3 naive baseline"
                 )
     return out
+
+
+def _guarantees(
+    settings: Settings, plan: Plan, products: list[Any], progress: Progress
+) -> dict[str, Any]:
+    def task(title: str, total: int) -> Callable[[int], None]:
+        added = progress.add_task(title, total=total)
+        return lambda n: progress.advance(added, n)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp,
+        guarantees.kafka(settings) as bootstrap,
+    ):
+        return guarantees.measure(settings, bootstrap, plan, products, Path(tmp), task)
 
 
 def _burst(

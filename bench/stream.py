@@ -61,9 +61,12 @@ def topic_settings(settings: Settings, prefix: str) -> Settings:
 class Collector:
     """Reads the outcome topics in a thread; remembers when each event's outcome arrived."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, isolation_level: str = "read_uncommitted"
+    ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
+        self.isolation_level = isolation_level  # read_committed: when outcomes become visible
         self.arrived: dict[str, float] = {}
         self.worker_ms: dict[str, float] = {}  # an assignment's own latency_ms (in the worker)
         self.dead_letters = 0
@@ -76,7 +79,11 @@ class Collector:
 
         topics = (self.settings.topics.categories, self.settings.topics.dlq)
         self._consumer = kafka_consumer(
-            self.settings, self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20
+            self.settings,
+            self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=20,
+            isolation_level=self.isolation_level,
         )
         self._consumer.assign(
             [
@@ -229,22 +236,28 @@ def histogram_delta(before: dict[str, Any], after: dict[str, Any], name: str) ->
 
 @contextlib.contextmanager
 def worker_target(
-    settings: Settings, bootstrap: str, model: Path, workdir: Path, providers: str
+    settings: Settings,
+    bootstrap: str,
+    model: Path,
+    workdir: Path,
+    providers: str,
+    guarantee: str = "at_least_once",
 ) -> Iterator[Target]:
     """``prodcat worker`` as a child process on fresh topics, ready."""
-    settings = topic_settings(settings, "bench-worker")
+    settings = topic_settings(settings, f"bench-worker-{guarantee}")
     ensure_topics(settings, bootstrap)
     topics = settings.topics
     env = {
         "PRODCAT_CACHE_DIR": str(workdir / "worker-cache"),
-        "PRODCAT_WORKER__GROUP_ID": f"prodcat-bench-{os.getpid()}",
+        "PRODCAT_WORKER__GROUP_ID": f"prodcat-bench-{os.getpid()}-{guarantee}",
         "PRODCAT_WORKER__PROVIDERS": providers,
         "PRODCAT_TOPICS__PRODUCTS": topics.products,
         "PRODCAT_TOPICS__CATEGORIES": topics.categories,
         "PRODCAT_TOPICS__DLQ": topics.dlq,
         "PRODCAT_LOG_LEVEL": "WARNING",
+        "PRODCAT_WORKER__PROCESSING_GUARANTEE": guarantee,
     }
-    log_path = workdir / "worker.log"
+    log_path = workdir / f"worker-{guarantee}.log"
     worker = WorkerProcess(model, bootstrap, log_path, env).start()
     try:
         worker.wait_ready(180)
@@ -285,6 +298,7 @@ class Runner:
 
     target: Target
     timeout_s: float
+    isolation_level: str = "read_uncommitted"
     producer: Any = None
     collector: Collector | None = None
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -293,7 +307,8 @@ class Runner:
         settings, bootstrap = self.target.settings, self.target.bootstrap
         self.producer = kafka_producer(settings, bootstrap)
         self._stack.callback(self.producer.close)
-        self.collector = self._stack.enter_context(Collector(settings, bootstrap))
+        collector = Collector(settings, bootstrap, self.isolation_level)
+        self.collector = self._stack.enter_context(collector)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

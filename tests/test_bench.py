@@ -64,6 +64,7 @@ def tiny_bundle(data_dir: Path) -> Path:
     return out
 
 
+@pytest.mark.usefixtures("kafka_jars")  # the guarantees section runs on Apache Kafka
 def test_quick_run_writes_consistent_results_and_keeps_other_docs(
     tiny_bundle: Path, tmp_path: Path
 ) -> None:
@@ -130,6 +131,11 @@ def _consistent(r: dict[str, Any]) -> None:
     assert set(own["accuracy"]) == {"masterCategory", "subCategory", "articleType"}
     assert all(0 <= a <= 1 for a in own["accuracy"].values())
     assert own["ms_per_item"] > 0
+    eos, alo = r["guarantees"]["exactly_once"], r["guarantees"]["at_least_once"]
+    assert r["guarantees"]["exactly_once_over_at_least_once"]["items_per_s"] == pytest.approx(
+        eos["burst"]["items_per_s"] / alo["burst"]["items_per_s"]
+    )
+    assert 0 < eos["latency"]["p50_ms"] <= eos["latency"]["p99_ms"]
 
 
 def test_docs_section_is_replaced_in_place(tmp_path: Path) -> None:

@@ -23,7 +23,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from prodcat.kafka.jars import KafkaJars, KafkaSetupError, find_java
 from prodcat.kafka.kraft import (
@@ -34,8 +33,6 @@ from prodcat.kafka.kraft import (
     node_properties,
     random_cluster_id,
 )
-
-log = logging.getLogger(__name__)
 
 STATE_FILE = "cluster.json"
 
@@ -340,13 +337,8 @@ class KafkaCluster:
     def __enter__(self) -> KafkaCluster:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop(graceful=self.data_dir is not None)
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop(graceful=self.data_dir is not None)  # temporary data: no need to wait
 
 
 @contextlib.contextmanager

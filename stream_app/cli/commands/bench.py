@@ -30,7 +30,7 @@ SECTION_HELP = "Run only this section (repeatable; default: all, in the order li
     "--section",
     "sections",
     multiple=True,
-    type=click.Choice(["model", "e2e", "naive", "latency", "accuracy"]),
+    type=click.Choice(["model", "e2e", "naive", "latency", "accuracy", "guarantees"]),
     help=SECTION_HELP,
 )
 @click.option("--products", type=click.IntRange(10), help="Products per burst (default 1500).")
@@ -97,13 +97,15 @@ def command(
     docs: str | None,
     as_json: bool,
 ) -> None:
-    """Measure the model-only ceiling, end to end, the naive baseline and latency."""
+    """Measure the model-only ceiling, end to end, the naive baseline, latency, accuracy
+    and (on Apache Kafka) exactly once vs at least once."""
     _import_bench()
     from bench import report
     from bench.data import DataError
     from bench.run import SECTIONS, Plan, run
     from bench.stream import StreamBenchError
     from prodcat.kafka.embedded import BrokerError
+    from prodcat.kafka.jars import KafkaSetupError
     from prodcat.model.bundle import BundleError
 
     model = Path(model_dir or settings.model_dir)
@@ -126,7 +128,7 @@ def command(
     console = Console(stderr=True)
     try:
         results = run(settings, plan, console)
-    except (BundleError, DataError, StreamBenchError, BrokerError) as exc:
+    except (BundleError, DataError, StreamBenchError, BrokerError, KafkaSetupError) as exc:
         raise click.ClickException(str(exc)) from None
     name = name or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     written = report.write_json(results, Path(results_dir), name)
