@@ -63,6 +63,16 @@ def test_config_file_from_environment_variable(tmp_path: Path) -> None:
         ("[kafka]\nbogus = 1\n", {}, "unknown setting 'kafka.bogus'"),
         ("topics = 3\n", {}, "'topics' must be a table"),
         ("broker = \n", {}, "not valid TOML"),
+        (
+            '[kafka]\ncompression = "brotli"\n',
+            {},
+            "'kafka.compression' must be one of none, gzip, snappy, lz4, zstd",
+        ),
+        (
+            "",
+            {"PRODCAT_WORKER__PROCESSING_GUARANTEE": "exactly-once"},
+            "'worker.processing_guarantee' must be one of at_least_once, exactly_once",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(

@@ -1,8 +1,9 @@
 """Real Apache Kafka from the project's own files, and what only a real Kafka can check.
 
 ``prodcat broker --engine kafka`` with missing Java, Maven or jars fails in one line naming
-the fix; ``--nodes 3`` starts a replicated cluster and removes its data on SIGTERM; a
-``--data-dir`` cluster comes back with its data. Then the lag a worker exports
+the fix; ``--nodes 3`` starts a replicated cluster and removes its data on SIGTERM (a
+``--data-dir`` cluster coming back with its data: the outage test in
+tests/test_reliability.py). Then the lag a worker exports
 (``prodcat_backlog_events``, end offset minus committed offset per partition) is checked
 against what Kafka's admin API says for the group, while commits are held back.
 """
@@ -35,7 +36,6 @@ from harness import (
 from prodcat.cli.main import cli
 from prodcat.core.settings import Settings
 from prodcat.kafka.clients import admin_client, ensure_topics, producer
-from prodcat.kafka.cluster import KafkaCluster
 from prodcat.kafka.jars import KafkaJars
 from prodcat.worker.child import PRODCAT, WorkerProcess
 
@@ -99,34 +99,6 @@ def test_three_nodes_from_the_cli_replicate_and_are_removed_on_sigterm(
     for pid in ready["pids"]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-
-
-def test_a_data_dir_cluster_comes_back_with_its_data(kafka_jars: KafkaJars, tmp_path: Path) -> None:
-    settings = Settings()
-    settings.topics.products = "kept"
-    with KafkaCluster(kafka_jars, data_dir=tmp_path / "kafka") as cluster:
-        first = cluster.bootstrap
-        ensure_topics(settings, first)
-        client = producer(settings, first)
-        client.send("kept", b"still here").get(30)
-        client.close()
-    with KafkaCluster(kafka_jars, data_dir=tmp_path / "kafka") as cluster:
-        assert cluster.bootstrap == first  # same ports: clients keep their address
-        (message,) = [m for m in read_raw(settings, first, "kept")]
-    assert message == b"still here"
-
-
-def read_raw(settings: Settings, bootstrap: str, topic: str) -> list[bytes]:
-    from kafka import TopicPartition
-
-    from prodcat.kafka.clients import consumer
-
-    reader = consumer(settings, bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
-    reader.assign([TopicPartition(topic, 0)])
-    try:
-        return [r.value for records in reader.poll(timeout_ms=10_000).values() for r in records]
-    finally:
-        reader.close()
 
 
 class GateServer(LocalServer):

@@ -1,9 +1,9 @@
 """Reliability of real worker processes (issue 7): broker outage, overload, hot reload.
 
-Every test runs ``prodcat worker`` as a child process against an embedded broker, with the
-smallest real model the project trains (``text.hashgram`` only, cached), and real fashion
-products. Each test bounds its own waits; none asserts on timings. Crashes are
-tests/test_crash_recovery.py.
+Every test runs ``prodcat worker`` as a child process against an embedded broker (the
+outage also against Apache Kafka, restarted on its data), with the smallest real model the
+project trains (``text.hashgram`` only, cached), and real fashion products. Each test bounds
+its own waits; none asserts on timings. Crashes are tests/test_crash_recovery.py.
 """
 
 from __future__ import annotations
@@ -79,10 +79,13 @@ class TansuOutage:
 
 
 class KafkaOutage:
-    """A one-node Apache Kafka is killed (SIGKILL) and restarted on its data and ports."""
+    """A one-node Apache Kafka with a data folder is killed (SIGKILL, as a crashed machine
+    stops), then started again from that folder, as ``prodcat broker --engine kafka
+    --data-dir`` does: same cluster, ports and data."""
 
-    def __init__(self, jars: Any) -> None:
-        self.cluster = KafkaCluster(jars).start()
+    def __init__(self, jars: Any, data_dir: Path) -> None:
+        self.start = lambda: KafkaCluster(jars, data_dir=data_dir).start()
+        self.cluster = self.start()
         self.bootstrap = self.cluster.bootstrap
         self.keeps_data = True
 
@@ -90,7 +93,8 @@ class KafkaOutage:
         self.cluster.kill(0)
 
     def up(self) -> None:
-        self.cluster.restart(0)
+        self.cluster = self.start()
+        assert self.cluster.bootstrap == self.bootstrap
 
     def close(self) -> None:
         self.cluster.stop(graceful=False)
@@ -106,9 +110,10 @@ def test_broker_outage_makes_the_worker_not_ready_then_it_resumes(
 ) -> None:
     """The broker goes away for 15 s, then comes back on the same address: the worker
     reports not ready meanwhile, never exits, and resumes without a restart."""
-    broker = (
-        TansuOutage() if engine == "tansu" else KafkaOutage(request.getfixturevalue("kafka_jars"))
-    )
+    if engine == "tansu":
+        broker: Any = TansuOutage()
+    else:
+        broker = KafkaOutage(request.getfixturevalue("kafka_jars"), tmp_path / "kafka")
     settings, topics = topic_settings("outage")
     env = worker_env(tmp_path, topics, "outage") | {"PRODCAT_WORKER__BROKER_PROBE_S": "0.5"}
     # More before than after: every partition's new log (embedded broker) ends below the

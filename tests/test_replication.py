@@ -141,14 +141,14 @@ def test_a_third_worker_joining_mid_stream_loses_nothing(
     # more than ceil(partitions / workers) (4 partitions, 2 -> 3 workers: 2, 2, 0).
     settings, topics, env = replicated("join", bootstrap, partitions=6)
     env |= worker_env(tmp_path, topics, "join")
-    products = text_products(data_dir, 1500, skip=2000)
+    products = text_products(data_dir, 900, skip=2000)
     workers = [WorkerProcess(bundle, bootstrap, tmp_path / f"worker{i}.log", env) for i in range(3)]
     try:
         for worker in workers[:2]:
             worker.start()
         wait_for_split(workers[:2], settings.topics.partitions)
-        with PacedPublisher(settings, bootstrap, products, chunks=60):
-            read_topic(settings, bootstrap, topics["categories"], 300, WAIT_S)
+        with PacedPublisher(settings, bootstrap, products, chunks=40):
+            read_topic(settings, bootstrap, topics["categories"], 200, WAIT_S)
             workers[2].start()
             owned = wait_for_split(workers, settings.topics.partitions)
         expected = {str(p["product_id"]) for p in products}
