@@ -74,7 +74,8 @@ class DemoServices:
         self.dashboard.wait_ready()
         self.console.print(
             f"[bold]dashboard:[/] {self.dashboard.url}#token={self.token}  "
-            "(open it: live feed, review queue, drift)"
+            "(open it: live feed, review queue, drift)",
+            soft_wrap=True,  # a URL or command cut in two cannot be copied
         )
 
     def hold(self) -> None:
@@ -85,7 +86,8 @@ class DemoServices:
             "Open the review queue, fix a product, and watch the correction on the topic:\n"
             f"  prodcat tail --topic {self.settings.topics.corrections} --from-beginning "
             f"-b {self.bootstrap}\n"
-            "Press Ctrl-C to stop (the corrections are then saved for the next training run)."
+            "Press Ctrl-C to stop (the corrections are then saved for the next training run).",
+            soft_wrap=True,
         )
         stop = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -104,7 +106,8 @@ class DemoServices:
         path.write_bytes(b"".join(orjson.dumps(c) + b"\n" for c in found))
         self.console.print(
             f"{len(found)} corrections saved to {path}; fold them into the next model:\n"
-            f"  prodcat train --corrections {path}"
+            f"  prodcat train --corrections {path}",
+            soft_wrap=True,
         )
         return path
 
