@@ -94,7 +94,10 @@ class WorkerScraper:
         async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
             while True:
                 await self.scrape(session)
-                await asyncio.sleep(self.interval_s)
+                # until every worker answered once, retry soon: work done before the first
+                # answer is only the baseline, invisible on the charts
+                baseline = all(t in self._previous for t in self.targets)
+                await asyncio.sleep(self.interval_s if baseline else min(1.0, self.interval_s))
 
     async def scrape(self, session: aiohttp.ClientSession) -> None:
         targets = [t for url in self.urls for t in await _expand(url)]

@@ -254,7 +254,8 @@ async function loadStats() {
   Charts.bars($("c-psi"), levels.map((level) => {
     const psi = drift.levels[level].psi ?? 0;
     const color = psi > 0.25 ? "#d9534f" : psi > 0.1 ? "#f0ad4e" : "#2e8b57";
-    return { label: level, values: [psi, drift.levels[level].noise_floor ?? 0], colors: [color, "#c8cdd6"] };
+    const shown = drift.levels[level].psi === null ? "–" : Charts.fmt(psi);
+    return { label: level, values: [psi, drift.levels[level].noise_floor ?? 0], colors: [color, "#c8cdd6"], shown };
   }), { names: ["PSI", "noise floor"], colors: ["#3b6fb6", "#c8cdd6"], max: 0.5 });
   $("psi-note").textContent = !drift.has_training ? "The model's training distribution is unknown: no drift score."
     : drift.window < drift.min_sample ? `Scores from ${drift.min_sample} assignments on (now ${drift.window}).`

@@ -80,10 +80,11 @@ const Charts = (() => {
       text(f.svg, labelWidth - 4, y + row / 2 + 3, item.label, "end");
       const band = Math.max(2, (row - 2) / item.values.length);
       item.values.forEach((value, j) => {
-        const w = Math.max(0, (value / max) * width);
+        const w = Math.max(0, Math.min(value / max, 1) * width);
         node("rect", { x: labelWidth, y: y + j * band, width: w, height: band - 1, fill: (item.colors || colors)[j] }, f.svg);
       });
-      text(f.svg, labelWidth + 4 + (item.values[0] / max) * width, y + band - 2, fmt(item.values[0]));
+      const first = item.values[0];
+      text(f.svg, labelWidth + 4 + Math.min(first / max, 1) * width, y + band - 2, item.shown ?? fmt(first));
     });
     if (opts && opts.names) {
       opts.names.forEach((name, j) => {
