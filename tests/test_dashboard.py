@@ -17,13 +17,16 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
 from harness import PhotoServer
 from PIL import Image
 
+from prodcat.cli.main import cli
 from prodcat.core.events import load_schema, make_correction, now_rfc3339
 from prodcat.core.settings import DashboardSettings, Settings
 from prodcat.dashboard.drift import MIN_SAMPLE, DriftWindow, psi
 from prodcat.dashboard.review import Item, ReviewQueue, audited
+from prodcat.dashboard.routes import item_json
 from prodcat.dashboard.scrape import WorkerScraper, delta, parse, quantile
 from prodcat.dashboard.server import build_app
 from prodcat.dashboard.state import Dashboard
@@ -266,3 +269,18 @@ def test_photos_are_served_by_the_dashboard_and_urls_go_through_the_guard(
                     assert "loopback" in await response.text()
 
             serve(call, [], allow, image)
+
+
+def test_the_feed_shows_which_path_decided_when_the_worker_says() -> None:
+    plain = item_json(Item(assignment(1), None))
+    assert "decided_by" not in plain and plain["title"] is None  # product not in memory
+    cascade = item_json(Item(assignment(2) | {"decided_by": "text"}, None))
+    assert cascade["decided_by"] == "text"
+
+
+def test_dashboard_command_errors_are_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["dashboard", "--model", str(tmp_path), "-b", "x:1"])
+    assert result.exit_code == 1 and "no model bundle" in result.output
+    (tmp_path / "manifest.json").write_text("{}", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["dashboard", "--model", str(tmp_path), "-b", "x:1"])
+    assert result.exit_code == 1 and "not a prodcat model manifest" in result.output

@@ -177,7 +177,7 @@ def load_dataset(
             f"unknown level(s) {', '.join(unknown)} for {fmt}; known: {', '.join(known)}"
         )
     corrections = corrections or {}
-    rows, skipped, levels = _read_rows(path, fmt, levels, options, corrections)
+    rows, skipped, levels, changed = _read_rows(path, fmt, levels, options, corrections)
     if not rows:
         raise ValueError(f"{path}: no usable labelled rows ({skipped})")
     rows, rare = _handle_rare(rows, levels, options)
@@ -194,7 +194,7 @@ def load_dataset(
     splits = split_groups([r.group for r in records], options.seed, options.fractions)
     report: dict[str, Any] = {"skipped": skipped, "rare_classes": rare}
     if corrections:
-        report["corrections"] = _corrections_report(records, splits, corrections, skipped)
+        report["corrections"] = _corrections_report(records, splits, corrections, changed)
     return Dataset(path, fmt, options, records, label_space, splits, report)
 
 
@@ -202,7 +202,7 @@ def _corrections_report(
     records: list[Record],
     splits: dict[str, list[int]],
     corrections: Mapping[str, Mapping[str, str]],
-    skipped: dict[str, int],
+    changed: int,
 ) -> dict[str, Any]:
     """How many corrected products were used, in which split, and how many could not be."""
     used = {
@@ -212,7 +212,7 @@ def _corrections_report(
     return {
         "products": len(corrections),
         "used": used,
-        "changed_labels": skipped.pop("corrected", 0),
+        "changed_labels": changed,
         "not_in_data": len(corrections) - sum(used.values()),
     }
 
@@ -226,15 +226,16 @@ def _read_rows(
     levels: list[str],
     options: DatasetOptions,
     corrections: Mapping[str, Mapping[str, str]],
-) -> tuple[list[Row], dict[str, int], list[str]]:
+) -> tuple[list[Row], dict[str, int], list[str], int]:
     """Usable rows, why the others were skipped (counted, never silently dropped), levels.
 
     A JSONL file names its levels per row: without ``levels`` the first labelled row's
     level names are used. A correction replaces the row's labels (and may label a row the
-    file left unlabelled); ``corrected`` counts the rows whose labels it changed.
+    file left unlabelled); the last value counts the rows whose labels one changed.
     """
     rows: list[Row] = []
     skipped: Counter[str] = Counter()
+    changed = 0
     for row in read_source(path, fmt):
         if row.error or row.event is None:
             skipped["invalid"] += 1
@@ -249,7 +250,7 @@ def _read_rows(
         if fixed:
             labels = {**row.labels, **fixed}
             if any(labels.get(lv) != row.labels.get(lv) for lv in levels):
-                skipped["corrected"] += 1
+                changed += 1
         if not levels or any(not labels.get(level) for level in levels):
             skipped["unlabelled"] += 1
             continue
@@ -257,7 +258,7 @@ def _read_rows(
         rows.append((row.line, row.event, {lv: labels[lv] for lv in levels}, group))
         if options.limit and len(rows) >= options.limit:
             break
-    return rows, dict(skipped), levels
+    return rows, dict(skipped), levels, changed
 
 
 def _handle_rare(
