@@ -26,6 +26,7 @@ from prodcat.kafka.assignments import DuplicateFilter
 
 log = logging.getLogger(__name__)
 MAX_PHOTO_BYTES = 1024 * 1024  # an inline photo larger than this is not kept for display
+KEEP_PHOTO_BYTES = 16 * 1024  # a shown product keeps at most this much photo until asked
 SUBSCRIBER_BACKLOG = 256  # events queued for one page; a slower page is disconnected
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -85,7 +86,7 @@ class Dashboard:
         view = product_view(value, MAX_PHOTO_BYTES)
         item = self.item(view.event_id)
         if item is not None and item.view is None:  # its assignment was read first
-            await shrink(view)
+            await shrink(view, KEEP_PHOTO_BYTES)
             item.view = view
             self.hub.publish("update", item.event_id)
             return
@@ -104,7 +105,7 @@ class Dashboard:
         self.counts["assignments"] += 1
         view = self.store.take(value["source_event_id"])
         if view is not None:
-            await shrink(view)
+            await shrink(view, KEEP_PHOTO_BYTES)
         item = Item(value, view)
         self.feed[item.event_id] = item
         while len(self.feed) > self.settings.feed_size:

@@ -4,7 +4,8 @@ Assignments carry no title or photo, so the dashboard reads the products topic t
 joins the two by event id. Products wait in a :class:`ProductStore` until their assignment
 arrives; the store evicts the oldest beyond ``[dashboard] pending_products`` items or
 ``pending_mb`` of photo bytes, so a stalled worker cannot make the dashboard grow. Once
-joined, a product keeps a thumbnail (a few KB), never the original photo.
+joined, a product keeps at most 16 KB of photo: a larger one is replaced by its thumbnail
+(a few KB) at once, a smaller one when a page first asks for it.
 """
 
 from __future__ import annotations

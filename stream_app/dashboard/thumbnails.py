@@ -46,9 +46,13 @@ def make_thumbnail(data: bytes) -> bytes:
         raise ThumbnailError(f"not a photo Pillow can read: {exc}") from None
 
 
-async def shrink(view: ProductView) -> None:
-    """Replace an inline photo by its thumbnail (in a thread: decoding is CPU work)."""
-    if view.photo is None:
+async def shrink(view: ProductView, keep_up_to: int = 0) -> None:
+    """Replace an inline photo by its thumbnail (in a thread: decoding is CPU work).
+
+    A photo of at most ``keep_up_to`` bytes is kept as it is for now (a thumbnail would
+    not be much smaller) and re-encoded only if a page asks for it.
+    """
+    if view.photo is None or len(view.photo) <= keep_up_to:
         return
     data, view.photo = view.photo, None
     try:
