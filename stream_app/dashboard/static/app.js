@@ -190,10 +190,17 @@ async function loadFeed() {
   if (f.review) query.set("needs_review", "1");
   const data = await getJSON("/api/feed?" + query);
   $("feed-list").replaceChildren(...data.items.map((item) => card(item, "feed")));
-  $("feed-count").textContent = `${data.total} assignments in memory`;
+  showCount(data.total);
+}
+
+let feedTotal = 0;
+function showCount(total) {
+  feedTotal = total;
+  $("feed-count").textContent = `${total} assignments in memory`;
 }
 
 function onAssignment(item) {
+  showCount(feedTotal + 1); // the server's window is bounded; a reload gives the exact count
   if (!matches(item, filters())) return;
   const list = $("feed-list");
   const li = card(item, "feed");
