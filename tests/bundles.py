@@ -68,3 +68,25 @@ def hashgram_bundle(
         )
 
     return cached_bundle(name, spec)
+
+
+def photo_bundle(data_dir: Path, rows: int = 600) -> Path:
+    """hashgram titles + frozen EfficientNet-Lite0 photos on the first ``rows`` fashion rows
+    with a photo, trained once and cached: a real multimodal model, quick to train."""
+    from prodcat.training.datasets import DatasetOptions
+    from prodcat.training.recipe import TrainSpec
+    from prodcat.training.trainer import TrainConfig
+
+    def spec(out: Path, features: Path) -> TrainSpec:
+        return TrainSpec(
+            data=data_dir / "fashion" / "catalog.csv",
+            out=out,
+            dataset=DatasetOptions(with_images_only=True, limit=rows),
+            encoders=[("text.hashgram", {}), ("image.efficientnet_lite0", {})],
+            train=TrainConfig(epochs=8, batch_size=64, patience=4, lr=3e-3),
+            cache_dir=features,
+            evaluate=False,
+            overwrite=True,
+        )
+
+    return cached_bundle(f"fashion-photo-{rows}", spec)

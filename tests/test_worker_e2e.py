@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
-from bundles import cached_bundle
+from bundles import photo_bundle
 from harness import (
     PhotoServer,
     publish,
@@ -51,23 +51,7 @@ TRACEPARENT = "00-{:032x}-00f067aa0ba902b7-01"
 @pytest.fixture(scope="module")
 def bundle(data_dir: Path) -> Path:
     """A real bundle trained on the first TRAIN_ROWS fashion rows with a photo (cached)."""
-    from prodcat.training.datasets import DatasetOptions
-    from prodcat.training.recipe import TrainSpec
-    from prodcat.training.trainer import TrainConfig
-
-    def spec(out: Path, features: Path) -> TrainSpec:
-        return TrainSpec(
-            data=data_dir / "fashion" / "catalog.csv",
-            out=out,
-            dataset=DatasetOptions(with_images_only=True, limit=TRAIN_ROWS),
-            encoders=[("text.hashgram", {}), ("image.efficientnet_lite0", {})],
-            train=TrainConfig(epochs=8, batch_size=64, patience=4, lr=3e-3),
-            cache_dir=features,
-            evaluate=False,
-            overwrite=True,
-        )
-
-    return cached_bundle(f"fashion-photo-{TRAIN_ROWS}", spec)
+    return photo_bundle(data_dir, TRAIN_ROWS)
 
 
 @pytest.fixture(scope="module")
