@@ -47,11 +47,11 @@ case "${1:-}" in
     demo) shift; exec "$venv/bin/prodcat" demo "$@" ;;
     test)
         shift
-        ensure_chromium
-        export PRODCAT_CHROMIUM="$chromium"
         # Apache Kafka for the real-broker tests: fetched by Maven into the cache once; a
         # machine without Java/Maven gets one line and those tests skip (CI fails on it).
         "$venv/bin/prodcat" broker --engine kafka --fetch || [ -z "${CI:-}" ]
+        ensure_chromium
+        export PRODCAT_CHROMIUM="$chromium"
         exec "$venv/bin/python" -m pytest "$@" ;;
     *) echo "usage: ./run.sh demo|test [args...]" >&2; exit 2 ;;
 esac

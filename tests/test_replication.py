@@ -60,14 +60,21 @@ def replicated(
     settings.topics.replication_factor = 3
     settings.topics.partitions = partitions
     ensure_topics(settings, bootstrap)
-    admin = admin_client(settings, bootstrap)
-    try:
-        described = admin.describe_topics([topics["products"]])[0]["partitions"]
-        assert {len(p["replica_nodes"]) for p in described} == {3}
-    finally:
-        admin.close()
+    deadline = time.monotonic() + 30  # a new topic's partitions reach every broker's metadata
+    while not (replicas := replica_counts(settings, bootstrap, topics["products"])):
+        assert time.monotonic() < deadline, "the new topic's partitions were never described"
+        time.sleep(0.5)
+    assert replicas == {3}
     env = {"PRODCAT_TOPICS__REPLICATION_FACTOR": "3", "PRODCAT_TOPICS__PARTITIONS": str(partitions)}
     return settings, topics, env
+
+
+def replica_counts(settings: Settings, bootstrap: str, topic: str) -> set[int]:
+    admin = admin_client(settings, bootstrap)
+    try:
+        return {len(p["replica_nodes"]) for p in admin.describe_topics([topic])[0]["partitions"]}
+    finally:
+        admin.close()
 
 
 def leaders(settings: Settings, bootstrap: str, topic: str) -> dict[int, int]:
