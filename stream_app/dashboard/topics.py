@@ -35,6 +35,9 @@ class TopicReader:
         topics = settings.topics
         self.order = [topics.products, topics.categories, topics.corrections]
 
+    def _transactional(self) -> bool:
+        return self.settings.worker.processing_guarantee == "exactly_once"
+
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
             **aiokafka_options(self.settings, self.bootstrap),
@@ -42,6 +45,8 @@ class TopicReader:
             enable_auto_commit=False,
             max_partition_fetch_bytes=self.settings.kafka.max_message_bytes,
             fetch_max_bytes=max(self.settings.kafka.max_message_bytes, 52428800),
+            # With exactly-once workers, outcomes of aborted transactions must stay unseen.
+            isolation_level="read_committed" if self._transactional() else "read_uncommitted",
         )
         await consumer.start()
         try:
