@@ -69,11 +69,16 @@ class Component:
     Subclasses set ``name``, ``version`` and ``defaults``; a config given at construction
     is merged over the defaults and unknown keys are refused, so a typo never passes
     silently into a model's fingerprint.
+
+    ``added_defaults``: config keys added after a version was released, each with the value
+    that reproduces the behaviour from before it existed. A key holding that value is left
+    out of the fingerprint, so models built before the key existed keep matching.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
     defaults: ClassVar[dict[str, Any]] = {}
+    added_defaults: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -87,7 +92,12 @@ class Component:
         self.config: dict[str, Any] = {**self.defaults, **config}
 
     def fingerprint(self) -> str:
-        return fingerprint_of({"name": self.name, "version": self.version, "config": self.config})
+        config = {
+            key: value
+            for key, value in self.config.items()
+            if key not in self.added_defaults or value != self.added_defaults[key]
+        }
+        return fingerprint_of({"name": self.name, "version": self.version, "config": config})
 
     def describe(self) -> dict[str, Any]:
         """The component as a manifest entry."""
