@@ -1,10 +1,11 @@
 """The worker end to end: embedded broker, real worker processes, a real multimodal bundle.
 
-The bundle (hashgram titles + frozen EfficientNet-Lite0 photos) is trained by the project's
-own training code on the first fashion rows with a photo and cached under the cache dir, so
-only the first run pays for it. The products published here are the *last* fashion rows
-with a photo, which that training never saw; half carry the photo inline, half by URL from
-a local server (allow-listed), plus 50 bad events of ten kinds.
+The bundle (hashgram titles + frozen EfficientNet-Lite0 photos, format 2 with its text-first
+cascade) is trained by the project's own training code on the first fashion rows with a
+photo and cached under the cache dir, so only the first run pays for it. The products
+published here are the *last* fashion rows with a photo, which that training never saw;
+half carry the photo inline, half by URL from a local server (allow-listed), plus 50 bad
+events of ten kinds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
-from bundles import cached_bundle
+from bundles import photo_bundle
 from harness import PhotoServer, publish, read_topic, topic_settings, worker_env
 
 from prodcat.kafka.clients import ensure_topics
@@ -44,23 +45,7 @@ TRACEPARENT = "00-{:032x}-00f067aa0ba902b7-01"
 @pytest.fixture(scope="module")
 def bundle(data_dir: Path) -> Path:
     """A real bundle trained on the first TRAIN_ROWS fashion rows with a photo (cached)."""
-    from prodcat.training.datasets import DatasetOptions
-    from prodcat.training.recipe import TrainSpec
-    from prodcat.training.trainer import TrainConfig
-
-    def spec(out: Path, features: Path) -> TrainSpec:
-        return TrainSpec(
-            data=data_dir / "fashion" / "catalog.csv",
-            out=out,
-            dataset=DatasetOptions(with_images_only=True, limit=TRAIN_ROWS),
-            encoders=[("text.hashgram", {}), ("image.efficientnet_lite0", {})],
-            train=TrainConfig(epochs=8, batch_size=64, patience=4, lr=3e-3),
-            cache_dir=features,
-            evaluate=False,
-            overwrite=True,
-        )
-
-    return cached_bundle(f"fashion-photo-{TRAIN_ROWS}", spec)
+    return photo_bundle(data_dir, rows=TRAIN_ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +166,7 @@ def test_products_and_bad_events_each_end_as_exactly_one_outcome(
 
         assert worker.get("/health")[0] == 200
         assert worker.ready() is not None
-        assert worker.metric("prodcat_batch_size_count") > 0
+        assert worker.metric("prodcat_batch_size_count", {"graph": "head"}) > 0
     finally:
         code = worker.stop(signal.SIGTERM)
     assert code == 0, worker.tail()

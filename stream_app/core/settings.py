@@ -82,6 +82,8 @@ class WorkerSettings:
     model_poll_s: float = 5.0
     broker_probe_s: float = 2.0
     commit_interval_s: float = 1.0
+    cascade: str = "auto"  # auto: the bundle's text-first cascade, if it has one; off
+    image_cache_size: int = 0  # image embeddings kept by photo bytes (0 = no cache)
 
 
 @dataclass
