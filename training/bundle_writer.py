@@ -12,7 +12,6 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,21 +30,13 @@ from prodcat.model.bundle import (
     file_sha256,
     graph_entries,
 )
-from prodcat.training.cascade import DEFAULT_TOLERANCE
+from prodcat.training.build import DEFAULT_TOLERANCE, BuildInputs, Validation
 from prodcat.training.datasets import LabelSpace
 from prodcat.training.export import export_onnx, output_name, parity_check, quantize, run_onnx
 from prodcat.training.fusion import FusionModel
 
 METRICS_FILE = "metrics.json"
 EVAL_BATCH = 64
-
-
-@dataclass
-class Validation:
-    """Validation rows (products and their label indices), for int8 and the cascade."""
-
-    products: Sequence[Product]
-    labels: np.ndarray
 
 
 def write_bundle(
@@ -83,18 +74,25 @@ def write_bundle(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    inputs = BuildInputs(
+        model,
+        pipeline,
+        parity_batch,
+        validation,
+        calibration_products,
+        quantize,
+        cascade_tolerance,
+        threads,
+    )
     try:
         _export_assets(pipeline, tmp)
         base = _manifest(pipeline, head, label_space, dataset, training, plugin_manager)
         if bundle_format == 2:
-            from prodcat.training.split_bundle import SplitOptions, build_split
+            from prodcat.training.split_bundle import build_split
 
-            options = SplitOptions(quantize, cascade_tolerance, threads)
-            manifest = build_split(
-                tmp, model, pipeline, base, parity_batch, validation, calibration_products, options
-            )
+            manifest = build_split(tmp, base, inputs)
         else:
-            manifest = _build_whole(tmp, model, pipeline, base, parity_batch, validation, quantize)
+            manifest = _build_whole(tmp, base, inputs)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -103,26 +101,18 @@ def write_bundle(
     return manifest
 
 
-def _build_whole(
-    tmp: Path,
-    model: FusionModel,
-    pipeline: Pipeline,
-    manifest: dict[str, Any],
-    parity_batch: dict[str, np.ndarray],
-    validation: Validation | None,
-    quantize_graph: bool,
-) -> dict[str, Any]:
+def _build_whole(tmp: Path, manifest: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
     """Format 1: the whole model as one graph."""
     graph = tmp / MODEL_FILE
-    export_onnx(model, pipeline, manifest["levels"], parity_batch, graph)
-    training = {
-        **manifest["training"],
-        "parity": parity_check(model, pipeline, graph, parity_batch),
-    }
+    model, pipeline, batch = inputs.model, inputs.pipeline, inputs.parity_batch
+    export_onnx(model, pipeline, manifest["levels"], batch, graph)
+    training = {**manifest["training"], "parity": parity_check(model, pipeline, graph, batch)}
+    quantize_graph = inputs.quantize
     if quantize_graph:
         fp32 = tmp / "model.fp32.onnx"
         graph.replace(fp32)
         quantize(fp32, graph)
+        validation = inputs.validation
         batches = _batches(pipeline, validation) if validation else []
         training["quantization"] = quantization_change(fp32, graph, batches)
         fp32.unlink()

@@ -25,9 +25,9 @@ import numpy as np
 
 from prodcat.model.cascade import Cascade, chosen_scores
 from prodcat.model.decoding import best_paths, path_index
+from prodcat.training.build import DEFAULT_TOLERANCE
 from prodcat.training.paths import FULL, PathProbs
 
-DEFAULT_TOLERANCE = 0.002
 FIRST_STAGE = "first_stage"
 
 

@@ -102,7 +102,10 @@ def to_fp16(root: Path, graphs: dict[str, Any]) -> None:
         if any(node.op_type == "Gather" for node in onnx.load(str(path)).graph.node):
             with _replaced(path) as (src, dest):
                 quantize_dynamic(
-                    str(src), str(dest), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"]
+                    str(src),
+                    str(dest),
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Gather"],
                 )
         blocked = [*DEFAULT_OP_BLOCK_LIST, "DequantizeLinear"]  # opset 17: float32 scales only
         model = convert_float_to_float16(

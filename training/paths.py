@@ -82,10 +82,11 @@ def run_paths(
             _add(seconds, "featurize", time.perf_counter() - began)
             for slug, mask_name in pipeline.mask_names().items():
                 present[slug].append(batch[mask_name] > 0)
+            clock = (seconds, runs)
             if isinstance(graphs, SplitGraphs):
-                answers = _split_answers(graphs, batch, wanted, seconds, runs)
+                answers = _split_answers(graphs, batch, wanted, clock)
             else:
-                answers = _whole_answers(graphs, pipeline, batch, wanted, seconds, runs)
+                answers = _whole_answers(graphs, pipeline, batch, wanted, clock)
             if cascade is not None and isinstance(graphs, SplitGraphs):
                 began = time.perf_counter()
                 probs, stopped = graphs.cascade_probs(batch, cascade, taxonomy)
@@ -107,13 +108,13 @@ def run_paths(
     )
 
 
+Clock = tuple[dict[str, float], dict[str, int]]  # seconds and rows run, by graph
+
+
 def _split_answers(
-    graphs: SplitGraphs,
-    batch: dict[str, np.ndarray],
-    wanted: Mapping[str, list[str]],
-    seconds: dict[str, float],
-    runs: dict[str, int],
+    graphs: SplitGraphs, batch: dict[str, np.ndarray], wanted: Mapping[str, list[str]], clock: Clock
 ) -> dict[str, list[np.ndarray]]:
+    seconds, runs = clock
     embeddings, masks = {}, {}
     for slug in graphs.slugs:
         began = time.perf_counter()
@@ -135,9 +136,9 @@ def _whole_answers(
     pipeline: Pipeline,
     batch: dict[str, np.ndarray],
     wanted: Mapping[str, list[str]],
-    seconds: dict[str, float],
-    runs: dict[str, int],
+    clock: Clock,
 ) -> dict[str, list[np.ndarray]]:
+    seconds, runs = clock
     answers = {}
     rows = len(next(iter(batch.values())))
     for name, kept in wanted.items():

@@ -18,8 +18,8 @@ import numpy as np
 from prodcat.contract.components import Encoder
 from prodcat.contract.pipeline import Pipeline
 from prodcat.model.bundle import ModelBundle
-from prodcat.training.bundle_writer import Validation, record_metrics, write_bundle
-from prodcat.training.cascade import DEFAULT_TOLERANCE
+from prodcat.training.build import DEFAULT_TOLERANCE, Validation
+from prodcat.training.bundle_writer import record_metrics, write_bundle
 from prodcat.training.datasets import Dataset, DatasetOptions, load_dataset
 from prodcat.training.evaluate import evaluate_bundle, load_eval_data
 from prodcat.training.feature_cache import build_features

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -27,50 +26,33 @@ from prodcat.contract.components import MASK_INPUT, Product
 from prodcat.contract.pipeline import Pipeline, input_name
 from prodcat.model.bundle import FORMAT, ModelBundle
 from prodcat.model.graphs import SplitGraphs
+from prodcat.training.build import BuildInputs, Validation
 from prodcat.training.cascade import calibrate_cascade, cascade_paths
-from prodcat.training.fusion import FusionModel
 from prodcat.training.graph_precision import quantize_split
 from prodcat.training.paths import FULL, PathProbs, run_paths
 from prodcat.training.split_export import export_split, split_parity
-
-if TYPE_CHECKING:
-    from prodcat.training.bundle_writer import Validation
 
 CALIBRATION_PHOTOS = 256  # training photos that calibrate a static int8 image encoder
 CALIBRATION_BATCH = 16
 
 
-@dataclass
-class SplitOptions:
-    quantize: bool = False
-    cascade_tolerance: float = 0.002
-    threads: int = 2
-
-
-def build_split(
-    root: Path,
-    model: FusionModel,
-    pipeline: Pipeline,
-    manifest: dict[str, Any],
-    parity_batch: dict[str, np.ndarray],
-    validation: Validation | None,
-    calibration_products: Sequence[Product],
-    options: SplitOptions,
-) -> dict[str, Any]:
+def build_split(root: Path, manifest: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
     """Write the graphs and the manifest into ``root``; returns the manifest."""
     from prodcat.training.bundle_writer import write_manifest
 
-    graphs = export_split(model, pipeline, manifest["levels"], parity_batch, root)
-    parity = split_parity(model, pipeline, root, graphs, parity_batch)
+    model, pipeline, batch = inputs.model, inputs.pipeline, inputs.parity_batch
+    validation = inputs.validation
+    graphs = export_split(model, pipeline, manifest["levels"], batch, root)
+    parity = split_parity(model, pipeline, root, graphs, batch)
     training = {**manifest["training"], "parity": parity}
     manifest = {**manifest, "format": FORMAT, "graphs": graphs, "cascade": None}
     manifest["training"] = training
     write_manifest(root, manifest)
-    if options.quantize:
-        before = _answers(root, validation, options) if validation else None
+    if inputs.quantize:
+        before = _answers(root, validation, inputs.threads) if validation else None
         modalities = {e["slug"]: e["modality"] for e in manifest["encoders"]}
         calibration = {
-            slug: _calibration_batches(pipeline, slug, calibration_products)
+            slug: _calibration_batches(pipeline, slug, inputs.calibration_products)
             for slug, modality in modalities.items()
             if modality == "image"
         }
@@ -79,24 +61,22 @@ def build_split(
         write_manifest(root, manifest)
         training["quantization"] = {"methods": methods, "fp32_size_bytes": sizes}
         training["quantization"]["size_bytes"] = _sizes(root, graphs)
-    after = _answers(root, validation, options) if validation else None
-    if options.quantize and before is not None and after is not None:
-        training["quantization"] |= _change(manifest, before, after, validation.labels)
-    if after is not None and validation is not None:
+    after = _answers(root, validation, inputs.threads) if validation else None
+    if validation is not None and after is not None:
+        if inputs.quantize and before is not None:
+            training["quantization"] |= _change(manifest, before, after, validation.labels)
         manifest["cascade"] = calibrate_cascade(
-            manifest, after, validation.labels, options.cascade_tolerance
+            manifest, after, validation.labels, inputs.cascade_tolerance
         )
     return write_manifest(root, manifest)
 
 
-def _answers(root: Path, validation: Validation, options: SplitOptions) -> PathProbs:
+def _answers(root: Path, validation: Validation, threads: int) -> PathProbs:
     """The validation rows answered by the bundle in ``root``, loaded as the worker loads it."""
     bundle = ModelBundle.load(root)
-    graphs = SplitGraphs(bundle, "cpu", options.threads)
+    graphs = SplitGraphs(bundle, "cpu", threads)
     paths = cascade_paths(bundle.manifest["encoders"])
-    return run_paths(
-        bundle, graphs, validation.products, paths, threads=options.threads, desc="validation"
-    )
+    return run_paths(bundle, graphs, validation.products, paths, threads=threads, desc="validation")
 
 
 def _calibration_batches(
