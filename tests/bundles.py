@@ -44,7 +44,8 @@ SMALL_CASCADE_TOLERANCE = 0.05
 
 def photo_bundle(data_dir: Path, *, rows: int = 600, bundle_format: int = 2) -> Path:
     """hashgram titles + frozen EfficientNet-Lite0 photos on the first ``rows`` fashion
-    rows with a photo (format 2 with a cascade, or format 1), trained once and cached."""
+    rows with a photo (format 2 with a cascade, or format 1), trained once, evaluated on
+    its test split and cached."""
     from prodcat.training.datasets import DatasetOptions
     from prodcat.training.recipe import TrainSpec
     from prodcat.training.trainer import TrainConfig
@@ -59,7 +60,6 @@ def photo_bundle(data_dir: Path, *, rows: int = 600, bundle_format: int = 2) -> 
             bundle_format=bundle_format,
             cascade_tolerance=SMALL_CASCADE_TOLERANCE,
             cache_dir=features,
-            evaluate=False,
             overwrite=True,
         )
 

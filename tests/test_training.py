@@ -236,3 +236,31 @@ def test_images_only_filter(fashion: Path) -> None:
     data = load_dataset(fashion, options=DatasetOptions(limit=50, with_images_only=True))
     assert all(r.product.get("image") for r in data.records)
     assert data.report["skipped"].get("no_image", 0) > 0
+
+
+def test_a_padded_sequence_encoder_runs_cut_to_the_longest_title(
+    fashion: Path, tmp_path: Path
+) -> None:
+    """MiniLM's graph takes any sequence length; the parity check proves that a batch cut to
+    its longest title embeds exactly as the padded one, and the runner cuts it."""
+    from prodcat.model.graphs import SplitGraphs
+
+    spec = TrainSpec(
+        data=fashion,
+        out=tmp_path / "minilm",
+        dataset=DatasetOptions(limit=200, min_class_count=3),
+        encoders=[("text.minilm", {})],
+        train=FAST_TRAIN,
+        cache_dir=tmp_path / "cache",
+        evaluate=False,
+    )
+    run_training(spec)
+    bundle = ModelBundle.load(spec.out)
+    entry = bundle.manifest["graphs"]["encoders"]["text_minilm"]
+    assert entry["sequence_inputs"] == ["text_minilm__input_ids", "text_minilm__attention_mask"]
+    check = bundle.manifest["training"]["parity"]["graphs"]["text_minilm"]["trimmed"]
+    assert check["max_abs_diff"] <= check["atol"]
+    graphs = SplitGraphs(bundle, "cpu", 1)
+    batch = bundle.collate([bundle.featurize({"title": t}) for t in ("Red Shirt", "Blue Jeans")])
+    feeds = graphs.encoder_feeds("text_minilm", batch)
+    assert feeds["text_minilm__input_ids"].shape == (2, 4)  # [CLS] two words [SEP]

@@ -45,10 +45,14 @@ def to_onnx(
     inputs: Sequence[str],
     outputs: Sequence[str],
     path: Path,
+    sequences: Sequence[str] = (),
 ) -> None:
-    """Export ``module`` (called with ``sample``'s ``inputs`` in order) with a batch axis."""
+    """Export ``module`` (called with ``sample``'s ``inputs`` in order) with a batch axis;
+    ``sequences``: inputs whose second axis (a padded sequence) is dynamic too."""
     args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in inputs)
-    dynamic = {name: {0: "batch"} for name in [*inputs, *outputs]}
+    dynamic: dict[str, dict[int, str]] = {name: {0: "batch"} for name in [*inputs, *outputs]}
+    for name in sequences:
+        dynamic[name][1] = "sequence"
     with torch.inference_mode(), warnings.catch_warnings():
         # the TorchScript exporter notes every strided Slice it cannot constant-fold
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)

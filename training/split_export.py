@@ -26,6 +26,7 @@ from torch import nn
 from prodcat.contract.components import MASK_INPUT
 from prodcat.contract.pipeline import Pipeline, input_name
 from prodcat.model.bundle import ENCODERS_DIR, HEAD_FILE, embedding_name
+from prodcat.model.graphs import trim_feeds
 from prodcat.training.export import (
     PARITY_ATOL,
     compare_outputs,
@@ -92,11 +93,15 @@ def export_split(
         names = encoder_inputs(pipeline, slug)
         file = f"{ENCODERS_DIR}/{slug}.onnx"
         graph = EncoderGraph(model.encoders[slug], [inner for _, inner in names])
-        to_onnx(graph, sample, [n for n, _ in names], [embedding_name(slug)], root / file)
+        sequences = [name for name, inner in names if inner in encoder.sequence_inputs]
+        to_onnx(
+            graph, sample, [n for n, _ in names], [embedding_name(slug)], root / file, sequences
+        )
         encoders[slug] = {
             "file": file,
             "precision": "fp32",
             "inputs": [n for n, _ in names],
+            "sequence_inputs": sequences,
             "output": embedding_name(slug),
             "dim": encoder.output_dim,
         }
@@ -126,14 +131,20 @@ def split_parity(
     report: dict[str, Any] = {"graphs": {}}
     torch_feeds: dict[str, np.ndarray] = {}
     onnx_feeds: dict[str, np.ndarray] = {}
-    for slug in pipeline.slugs:
+    for slug, encoder in zip(pipeline.slugs, pipeline.encoders, strict=True):
         entry = graphs["encoders"][slug]
         expected = _embed(model, pipeline, slug, batch)
-        (got,) = run_onnx(root / entry["file"], {n: batch[n] for n in entry["inputs"]})
+        feeds = {n: batch[n] for n in entry["inputs"]}
+        (got,) = run_onnx(root / entry["file"], feeds)
         scaled = atol * max(1.0, float(np.max(np.abs(expected))))
         report["graphs"][slug] = compare_outputs(
             [expected], [got], scaled, f"encoder {slug}", argmax=False
         )
+        if entry["sequence_inputs"]:  # the trimmed batch the worker sends gives the same
+            (cut,) = run_onnx(root / entry["file"], trim_feeds(encoder, slug, feeds))
+            report["graphs"][slug]["trimmed"] = compare_outputs(
+                [expected], [cut], scaled, f"encoder {slug}, trimmed batch", argmax=False
+            )
         mask = batch[input_name(slug, MASK_INPUT)]
         torch_feeds[embedding_name(slug)], onnx_feeds[embedding_name(slug)] = expected, got
         torch_feeds[input_name(slug, MASK_INPUT)] = onnx_feeds[input_name(slug, MASK_INPUT)] = mask

@@ -138,9 +138,18 @@ class Encoder(Component):
     """
 
     modality: ClassVar[str] = "text"
+    # Inputs whose last axis is a sequence padded at the end, where the module ignores the
+    # padding: the encoder's graph (bundle format 2) takes that axis at any length, and
+    # ``trim`` may cut a batch to its longest real sequence: the same answer, less work.
+    sequence_inputs: ClassVar[tuple[str, ...]] = ()
 
     def input_spec(self) -> list[InputSpec]:
         raise NotImplementedError
+
+    def trim(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A batch of this encoder's inputs (by input name, batch axis first) cut to what
+        its rows use; only called for a graph exported with ``sequence_inputs`` dynamic."""
+        return batch
 
     @property
     def output_dim(self) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prodcat.contract.components import MASK_INPUT
+from prodcat.contract.components import MASK_INPUT, Encoder
 from prodcat.contract.pipeline import input_name
 from prodcat.model.bundle import ModelBundle, embedding_name
 from prodcat.model.cascade import Cascade, chosen_scores
@@ -51,6 +51,13 @@ class WholeGraph:
         return [outputs[name] for name in self.bundle.output_names]
 
 
+def trim_feeds(encoder: Encoder, slug: str, feeds: Batch) -> dict[str, np.ndarray]:
+    """An encoder graph's feeds (``<slug>__<input>``) cut by the encoder's ``trim``."""
+    prefix = input_name(slug, "")
+    inner = encoder.trim({name.removeprefix(prefix): array for name, array in feeds.items()})
+    return {prefix + name: array for name, array in inner.items()}
+
+
 class SplitGraphs:
     """Format 2: a session per encoder graph and one for the head graph."""
 
@@ -61,6 +68,11 @@ class SplitGraphs:
         self.slugs = list(bundle.pipeline.slugs)
         entries = bundle.manifest["graphs"]["encoders"]
         self.dims = {slug: int(entries[slug]["dim"]) for slug in self.slugs}
+        self._trims = {
+            slug: encoder
+            for slug, encoder in zip(self.slugs, bundle.pipeline.encoders, strict=True)
+            if entries[slug].get("sequence_inputs")
+        }
         self.encoders: dict[str, OnnxSession] = {
             slug: create_session(bundle.graph_path(slug), providers, threads) for slug in self.slugs
         }
@@ -74,9 +86,15 @@ class SplitGraphs:
         """Graph name (encoder slug or ``head``) -> session."""
         return {**self.encoders, "head": self.head}
 
+    def encoder_feeds(self, slug: str, batch: Batch) -> dict[str, np.ndarray]:
+        """``slug``'s graph inputs from a batch, cut to their longest sequence if it has any."""
+        feeds = {name: batch[name] for name in self.encoders[slug].input_names}
+        encoder = self._trims.get(slug)
+        return trim_feeds(encoder, slug, feeds) if encoder is not None else feeds
+
     def embed(self, slug: str, batch: Batch) -> np.ndarray:
         """``slug``'s embeddings of every row of ``batch`` (its graph inputs by name)."""
-        return self.encoders[slug].run(batch)[embedding_name(slug)]
+        return self.encoders[slug].run(self.encoder_feeds(slug, batch))[embedding_name(slug)]
 
     def embed_present(
         self, batch: Batch, slugs: Sequence[str] | None = None

@@ -37,7 +37,6 @@ from prodcat.contract.components import MASK_INPUT, Product
 from prodcat.contract.pipeline import input_name
 from prodcat.model.bundle import embedding_name
 from prodcat.model.cascade import FULL, TEXT
-from prodcat.model.inference import OnnxSession
 from prodcat.worker.batcher import BatcherConfig, DeadlineExceeded, MicroBatcher
 from prodcat.worker.embedding_cache import EmbeddingCache, photo_key
 from prodcat.worker.models import BundleModel, Model, SplitModel
@@ -107,12 +106,8 @@ class WholeServing:
         return {**result, "decided_by": FULL}
 
 
-class EncoderStage:
-    """One encoder graph as a batch model: items are that encoder's graph inputs."""
-
-    def __init__(self, session: OnnxSession, output: str) -> None:
-        self.session = session
-        self.output = output
+class Stage:
+    """A graph as a batch model: items are its inputs, already featurized."""
 
     def featurize(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return inputs
@@ -120,19 +115,26 @@ class EncoderStage:
     def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {name: np.stack([item[name] for item in items]) for name in items[0]}
 
+
+class EncoderStage(Stage):
+    """One encoder graph: its inputs (cut to the batch's longest sequence) -> embeddings."""
+
+    def __init__(self, model: SplitModel, slug: str) -> None:
+        self.graphs = model.graphs
+        self.slug = slug
+
     def infer(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return list(self.session.run(batch)[self.output])
+        return list(self.graphs.embed(self.slug, batch))
 
 
-class HeadStage(EncoderStage):
-    """The head graph as a batch model: items are embeddings and masks; results decoded."""
+class HeadStage(Stage):
+    """The head graph: embeddings and masks -> decoded answers."""
 
     def __init__(self, model: SplitModel) -> None:
-        super().__init__(model.graphs.head, "")
         self.model = model
 
-    def infer(self, batch: dict[str, np.ndarray]) -> list[Result]:  # type: ignore[override]
-        return self.model.decode(self.session.run(batch))
+    def infer(self, batch: dict[str, np.ndarray]) -> list[Result]:
+        return self.model.decode(self.model.graphs.head.run(batch))
 
 
 class SplitServing:
@@ -156,10 +158,8 @@ class SplitServing:
         shared = (self.pool, self.infer_thread)
         graphs = model.graphs
         self.encoders = {
-            slug: MicroBatcher(
-                EncoderStage(session, embedding_name(slug)), config, metrics.graph(slug), shared
-            )
-            for slug, session in graphs.encoders.items()
+            slug: MicroBatcher(EncoderStage(model, slug), config, metrics.graph(slug), shared)
+            for slug in graphs.encoders
         }
         self.head: MicroBatcher = MicroBatcher(
             HeadStage(model), config, metrics.graph("head"), shared
