@@ -31,6 +31,9 @@ class TextEncoder(Encoder):
         parts = (str(product.get(field) or "").strip() for field in self.config["fields"])
         return " ".join(part for part in parts if part)
 
+    def has_modality(self, product: Product) -> bool:
+        return bool(self.text_of(product))
+
 
 class HashedTextEncoder(TextEncoder):
     """A text encoder over stably hashed words (optionally case-folded): no vocabulary file."""
@@ -40,6 +43,9 @@ class HashedTextEncoder(TextEncoder):
     def words_of(self, product: Product) -> list[str]:
         text = self.text_of(product)
         return words(text.casefold() if self.config["lowercase"] else text)
+
+    def has_modality(self, product: Product) -> bool:
+        return bool(self.words_of(product))
 
 
 class HashgramEncoder(HashedTextEncoder):

@@ -162,6 +162,12 @@ class Encoder(Component):
         """The inputs of a product without this modality: zeros and mask 0."""
         return {spec.name: spec.empty() for spec in self.input_spec()}
 
+    def has_modality(self, product: Product) -> bool:
+        """Whether ``featurize`` would find this encoder's modality in the (preprocessed)
+        product. The worker asks before featurizing an encoder it may not need; override it
+        with a cheap check (the default featurizes)."""
+        return bool(self.featurize(product)[MASK_INPUT] > 0)
+
     def build_module(self) -> Any:
         raise NotImplementedError
 

@@ -6,10 +6,12 @@ one featurize pool and one inference thread, so every graph keeps the batcher's 
 (max size, first-item delay, deadlines, per-item failure isolation) while the graphs take
 turns on the cores. Per product:
 
-1. featurize (preprocess chain + every encoder's featurizer, in the pool), exactly as in
-   training; a product a plugin refuses fails here, whichever path would decide it;
-2. each encoder graph runs only for products that have its modality: a product without a
-   photo never reaches the image graph;
+1. preprocess (the whole chain, in the pool, exactly as in training) and ask each encoder
+   whether the product has its modality; a product a preprocessor refuses (a corrupt
+   photo) fails here, whichever path would decide it;
+2. an encoder is featurized and its graph run only when its answer is needed and the
+   product has its modality: a product without a photo never reaches the image graph, and
+   one the title decides never has its photo resized and normalised;
 3. with the cascade on (``[worker] cascade = "auto"``, and a bundle that has one), a
    product with a title and a photo is first answered by the head from the first stage's
    embeddings; when its path scores pass the thresholds the answer stands
@@ -27,9 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -42,6 +44,7 @@ from prodcat.worker.embedding_cache import EmbeddingCache, photo_key
 from prodcat.worker.models import BundleModel, Model, SplitModel
 
 Result = dict[str, Any]
+T = TypeVar("T")
 
 
 class Observers(Protocol):
@@ -192,48 +195,54 @@ class SplitServing:
     async def classify(self, product: Product, deadline: float) -> Result:
         async with self.in_flight.tracked():
             key = photo_key(product) if self.cache is not None else None
-            features = await self._featurize(product, deadline)
-            masks = {
-                slug: float(features[input_name(slug, MASK_INPUT)])
-                for slug in self.model.graphs.slugs
-            }
-            present = [slug for slug, mask in masks.items() if mask > 0]
+            pre, present = await self._in_pool(deadline, self._prepare, product)
             embeddings = self._cached(present, key)
-            first = [s for s in present if s not in embeddings]
+            todo = [s for s in present if s not in embeddings]
             cascade = self.cascade
             if cascade is not None and not embeddings:
-                later = [s for s in first if s not in cascade.first]
-                first = [s for s in first if s in cascade.first]
+                first = [s for s in todo if s in cascade.first]
+                later = [s for s in todo if s not in cascade.first]
                 if first and later:
-                    embeddings |= await self._encode(first, features, deadline, key)
-                    result = await self._head(embeddings, masks, first, deadline)
-                    if cascade.stops_at(result["category_path"]):
-                        self.metrics.decided(TEXT)
-                        return {**result, "decided_by": TEXT}
-                    first = later
-                else:
-                    first += later
-            embeddings |= await self._encode(first, features, deadline, key)
-            result = await self._head(embeddings, masks, present, deadline)
+                    embeddings |= await self._encode(pre, first, deadline, key)
+                    if embeddings:  # else a featurizer found nothing after all: fuse
+                        result = await self._head(embeddings, deadline)
+                        if cascade.stops_at(result["category_path"]):
+                            self.metrics.decided(TEXT)
+                            return {**result, "decided_by": TEXT}
+                    todo = later
+            embeddings |= await self._encode(pre, todo, deadline, key)
+            result = await self._head(embeddings, deadline)
             self.metrics.decided(FULL)
             return {**result, "decided_by": FULL}
 
-    async def _featurize(self, product: Product, deadline: float) -> dict[str, np.ndarray]:
+    def _prepare(self, product: Product) -> tuple[Product, list[str]]:
+        """The preprocessed product and the encoders whose modality it has (pool thread)."""
+        pipeline = self.model.bundle.pipeline
+        pre = pipeline.preprocess(product)
+        return pre, [slug for slug in pipeline.slugs if pipeline.has_modality(pre, slug)]
+
+    async def _in_pool(self, deadline: float, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` in the featurize pool, failing with the item's deadline."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(deadline):
-                return await loop.run_in_executor(self.pool, self.model.bundle.featurize, product)
+                return await loop.run_in_executor(self.pool, work, *args)
         except TimeoutError:
             raise DeadlineExceeded("no result before the item's deadline") from None
 
     async def _encode(
-        self, slugs: list[str], features: dict[str, np.ndarray], deadline: float, key: str | None
+        self, product: Product, slugs: list[str], deadline: float, key: str | None
     ) -> dict[str, np.ndarray]:
-        """The embeddings of ``slugs``, each from its own graph's batcher, concurrently."""
-        graphs = self.model.graphs
+        """The embeddings of ``slugs``: featurized now, each graph batched on its own."""
+        if not slugs:
+            return {}
+        pipeline = self.model.bundle.pipeline
+        features = await self._in_pool(deadline, pipeline.featurize_encoders, product, slugs)
+        slugs = [s for s in slugs if features[input_name(s, MASK_INPUT)] > 0]
+        inputs = self.model.graphs.encoders
         runs = [
             self.encoders[slug].run(
-                {name: features[name] for name in graphs.encoders[slug].input_names}, deadline
+                {name: features[name] for name in inputs[slug].input_names}, deadline
             )
             for slug in slugs
         ]
@@ -254,19 +263,13 @@ class SplitServing:
             return found  # type: ignore[return-value]
         return {}
 
-    async def _head(
-        self,
-        embeddings: dict[str, np.ndarray],
-        masks: dict[str, float],
-        used: list[str],
-        deadline: float,
-    ) -> Result:
-        """The head's answer from the ``used`` encoders' embeddings (the rest masked)."""
+    async def _head(self, embeddings: dict[str, np.ndarray], deadline: float) -> Result:
+        """The head's answer from ``embeddings`` (encoders without one count as missing)."""
         feeds: dict[str, np.ndarray] = {}
         for slug, dim in self.model.graphs.dims.items():
-            kept = slug in used
-            feeds[embedding_name(slug)] = embeddings[slug] if kept else np.zeros(dim, np.float32)
-            feeds[input_name(slug, MASK_INPUT)] = np.float32(masks[slug] if kept else 0.0)
+            found = embeddings.get(slug)
+            feeds[embedding_name(slug)] = found if found is not None else np.zeros(dim, np.float32)
+            feeds[input_name(slug, MASK_INPUT)] = np.float32(found is not None)
         return await self.head.run(feeds, deadline)
 
 
