@@ -364,3 +364,36 @@ def test_running_reflects_the_lifecycle() -> None:
         assert not batcher.running
 
     run(scenario())
+
+
+def test_ready_inputs_skip_the_featurize_pool() -> None:
+    """A graph stage's items are model inputs already: no featurize call, and the stacking
+    happens in the inference thread, not behind other work queued in the pool."""
+
+    class Ready(Recorder):
+        inputs_ready = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.collate_threads: set[int] = set()
+
+        def featurize(self, item: int) -> int:
+            raise AssertionError("featurize must not be called for ready inputs")
+
+        def collate(self, features: list[int]) -> list[int]:
+            self.collate_threads.add(threading.get_ident())
+            if 13 in features:
+                raise ValueError("cannot stack 13")
+            return list(features)
+
+    async def scenario() -> tuple[Ready, list[Any]]:
+        model = Ready()
+        cfg = BatcherConfig(max_batch_size=3, max_delay_ms=600_000)
+        async with MicroBatcher(model, cfg) as batcher:
+            futures = [await batcher.submit(i) for i in (12, 13, 14)]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        return model, outcomes
+
+    model, outcomes = run(scenario())
+    assert outcomes[0] == 24 and outcomes[2] == 28 and isinstance(outcomes[1], InferenceError)
+    assert model.collate_threads == model.infer_threads and len(model.infer_threads) == 1

@@ -57,7 +57,13 @@ class BatcherClosed(BatcherError):
 
 
 class BatchModel(Protocol[Item, Result]):
-    """What the batcher drives: per-item featurize, per-batch collate and infer."""
+    """What the batcher drives: per-item featurize, per-batch collate and infer.
+
+    A model may set ``inputs_ready = True`` when its items already are model inputs (a
+    split bundle's graph stages): then ``featurize`` is not called and ``collate`` runs in
+    the inference thread just before ``infer``, so the items never queue in the featurize
+    pool behind other products' photo decoding.
+    """
 
     def featurize(self, item: Item) -> Any:
         """Turn one item into model inputs (runs in the featurize pool; may raise)."""
@@ -266,10 +272,13 @@ class MicroBatcher(Generic[Item, Result]):
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         try:
-            features = await asyncio.gather(
-                *(loop.run_in_executor(self._pool, model.featurize, p.item) for p in batch),
-                return_exceptions=True,
-            )
+            if getattr(model, "inputs_ready", False):
+                features: list[Any] = [p.item for p in batch]
+            else:
+                features = await asyncio.gather(
+                    *(loop.run_in_executor(self._pool, model.featurize, p.item) for p in batch),
+                    return_exceptions=True,
+                )
             ready: list[tuple[_Pending, Any]] = []
             for pending, feature in zip(batch, features, strict=True):
                 if isinstance(feature, BaseException):
@@ -304,16 +313,26 @@ class MicroBatcher(Generic[Item, Result]):
         """Collate (pool) and run (inference thread) one batch; any failure -> InferenceError."""
         loop = asyncio.get_running_loop()
         try:
-            inputs = await loop.run_in_executor(self._pool, model.collate, features)
-            outputs, seconds = await loop.run_in_executor(
-                self._infer_thread, _timed, model.infer, inputs
-            )
+            if getattr(model, "inputs_ready", False):
+                outputs, seconds = await loop.run_in_executor(
+                    self._infer_thread, _timed, _collated(model), features
+                )
+            else:
+                inputs = await loop.run_in_executor(self._pool, model.collate, features)
+                outputs, seconds = await loop.run_in_executor(
+                    self._infer_thread, _timed, model.infer, inputs
+                )
             self._observer.on_inference(len(features), seconds)
         except Exception as exc:  # noqa: BLE001 - a bad batch fails its items, not the batcher
             raise InferenceError(_reason(exc)) from exc
         if len(outputs) != len(features):
             raise InferenceError(f"model returned {len(outputs)} results for {len(features)} items")
         return outputs
+
+
+def _collated(model: Any) -> Any:
+    """``infer`` of the collated batch, as one call (for ``inputs_ready`` models)."""
+    return lambda features: model.infer(model.collate(features))
 
 
 def _timed(infer: Any, inputs: Any) -> tuple[Any, float]:

@@ -112,6 +112,8 @@ class WholeServing:
 class Stage:
     """A graph as a batch model: items are its inputs, already featurized."""
 
+    inputs_ready = True  # the batcher stacks and runs them in the inference thread
+
     def featurize(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return inputs
 
