@@ -48,13 +48,16 @@ def plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
         made["latency"] = _save(fig, ax, labels, folder / "bench_latency_cdf.png")
     points = accuracy_points(results)
     if points:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for name, rate, accuracy in points:
-            ax.scatter([rate], [accuracy * 100], s=40)
-            ax.annotate(name, (rate, accuracy * 100), textcoords="offset points", xytext=(6, 4))
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        markers = "osD^vP*X"
+        for index, (name, rate, accuracy) in enumerate(points):
+            marker = "*" if name.startswith("worker") else markers[index % 6]
+            ax.scatter(
+                [rate], [accuracy * 100], s=90 if marker == "*" else 45, marker=marker, label=name
+            )
         ax.set_xscale("log")
         labels = ("Accuracy against speed", "items/s (log)", "test accuracy, finest level (%)")
-        made["accuracy"] = _save(fig, ax, labels, folder / "bench_accuracy_speed.png")
+        made["accuracy"] = _save(fig, ax, labels, folder / "bench_accuracy_speed.png", outside=True)
     return made
 
 
@@ -90,7 +93,9 @@ def model_series(
     return {k: sorted(v) for k, v in series.items()}
 
 
-def _save(fig: Any, ax: Any, labels: tuple[str, str, str], path: Path) -> Path:
+def _save(
+    fig: Any, ax: Any, labels: tuple[str, str, str], path: Path, outside: bool = False
+) -> Path:
     import matplotlib.pyplot as plt
 
     title, xlabel, ylabel = labels
@@ -99,7 +104,8 @@ def _save(fig: Any, ax: Any, labels: tuple[str, str, str], path: Path) -> Path:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        where = {"loc": "center left", "bbox_to_anchor": (1.02, 0.5)} if outside else {}
+        ax.legend(fontsize=7, **where)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
