@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: creates or reuses .venv/, installs prodcat with
 # everything it needs (pinned by constraints.txt), then runs the demo or the tests.
 #   ./run.sh demo    the main job: embedded broker, worker, live classification of real products
-#   ./run.sh test    the test suite (what CI runs)
+#   ./run.sh test    the test suite (what CI runs; installs Debian's chromium when missing)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,9 +22,28 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" >"$stamp"
 fi
 
+# The dashboard's browser test drives Debian's Chromium (Playwright with executable_path;
+# Playwright's own browser downloads are never used). Installed with apt-get when missing:
+# as root directly (CI runs as root), else through sudo.
+chromium=/usr/bin/chromium
+ensure_chromium() {
+    [ -x "$chromium" ] && return 0
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if ! command -v sudo >/dev/null; then
+            echo "==> $chromium is missing and there is no sudo: install the Debian package 'chromium'" >&2
+            return 1
+        fi
+        sudo="sudo"
+    fi
+    echo "==> installing Debian's chromium for the dashboard's browser test"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+}
+
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 case "${1:-}" in
     demo) shift; exec "$venv/bin/prodcat" demo "$@" ;;
-    test) shift; exec "$venv/bin/python" -m pytest "$@" ;;
+    test) shift; ensure_chromium; export PRODCAT_CHROMIUM="$chromium"; exec "$venv/bin/python" -m pytest "$@" ;;
     *) echo "usage: ./run.sh demo|test [args...]" >&2; exit 2 ;;
 esac

@@ -42,7 +42,7 @@ def cached_bundle(name: str, spec: Callable[[Path, Path], Any]) -> Path:
 SMALL_CASCADE_TOLERANCE = 0.05
 
 
-def photo_bundle(data_dir: Path, *, rows: int = 600, bundle_format: int = 2) -> Path:
+def photo_bundle(data_dir: Path, rows: int = 600, *, bundle_format: int = 2) -> Path:
     """hashgram titles + frozen EfficientNet-Lite0 photos on the first ``rows`` fashion
     rows with a photo (format 2 with a cascade, or format 1), trained once, evaluated on
     its test split and cached."""

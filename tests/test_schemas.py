@@ -19,7 +19,7 @@ from prodcat.core.events import (
     validate,
 )
 
-KINDS = ("product", "assignment", "dead_letter")
+KINDS = ("product", "assignment", "dead_letter", "correction")
 VALID: dict[str, Any] = load_schema("product")["examples"][0]
 PNG_B64 = load_schema("product")["examples"][1]["image"]["data"]
 

@@ -62,6 +62,9 @@ def test_only_the_prodcat_namespace_is_installed(installed: Path) -> None:
     for generic in ("plugins", "training", "stream_app", "schemas"):
         assert not (site / generic).exists(), f"{generic}/ installed at the top level"
     assert (site / "prodcat" / "schemas" / "product-event.schema.json").is_file()
+    assert (site / "prodcat" / "schemas" / "category-correction.schema.json").is_file()
+    static = site / "prodcat" / "dashboard" / "static"  # the page ships in the wheel
+    assert {p.name for p in static.iterdir()} >= {"index.html", "app.js", "charts.js", "style.css"}
     probe = "import prodcat, sys; print(prodcat.__file__); print('torch' in sys.modules)"
     out = _run([str(installed / "python"), "-c", probe], cwd=installed, env=_env()).stdout
     location, torch = out.split()

@@ -45,7 +45,7 @@ TRACEPARENT = "00-{:032x}-00f067aa0ba902b7-01"
 @pytest.fixture(scope="module")
 def bundle(data_dir: Path) -> Path:
     """A real bundle trained on the first TRAIN_ROWS fashion rows with a photo (cached)."""
-    return photo_bundle(data_dir, rows=TRAIN_ROWS)
+    return photo_bundle(data_dir, TRAIN_ROWS)
 
 
 @pytest.fixture(scope="module")

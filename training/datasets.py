@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -104,6 +105,15 @@ class Dataset:
             "rows": [r.line for r in self.records],
         }
 
+    def class_counts(self, split: str) -> dict[str, dict[str, int]]:
+        """How many rows of ``split`` carry each label, per level (the dashboard's drift base)."""
+        space = self.label_space
+        counts = {level: Counter[str]() for level in space.levels}
+        for i in self.splits[split]:
+            for level, index in zip(space.levels, self.records[i].labels, strict=True):
+                counts[level][space.classes[level][index]] += 1
+        return {level: dict(sorted(c.items())) for level, c in counts.items()}
+
     def describe(self) -> dict[str, Any]:
         """The data set and split description stored in the manifest."""
         return {
@@ -123,14 +133,39 @@ class Dataset:
                     for name, idx in self.splits.items()
                 },
             },
+            "class_counts": self.class_counts("train"),
             **self.report,
         }
 
 
+def options_from_description(info: dict[str, Any]) -> DatasetOptions:
+    """The options that reproduce a bundle's rows and split, from its manifest ``dataset``."""
+    return DatasetOptions(
+        levels=info["levels"],
+        with_images_only=info["with_images_only"],
+        limit=info["limit"],
+        seed=info["split"]["seed"],
+        fractions=tuple(info["split"]["fractions"]),
+        min_class_count=info["rare_classes"]["threshold"],
+        rare=info["rare_classes"]["action"],
+    )
+
+
 def load_dataset(
-    path: str | Path, fmt: str | None = None, options: DatasetOptions | None = None
+    path: str | Path,
+    fmt: str | None = None,
+    options: DatasetOptions | None = None,
+    corrections: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Dataset:
-    """Read a data file, build the label space and the grouped splits."""
+    """Read a data file, build the label space and the grouped splits.
+
+    ``corrections`` maps product ids to reviewers' labels per level (see
+    ``prodcat.training.corrections``): they win over the file's labels. A corrected product
+    keeps its group's split, so corrections in train teach the model and those in val/test
+    correct what it is scored against; one whose product is not among the rows read (not in
+    the file, or filtered out by ``limit``/``with_images_only``) cannot be used (it carries
+    no title or photo) and is counted in the report as ``not_in_data``.
+    """
     options = options or DatasetOptions()
     path = Path(path)
     fmt = fmt or detect_format(path)
@@ -141,7 +176,8 @@ def load_dataset(
         raise ValueError(
             f"unknown level(s) {', '.join(unknown)} for {fmt}; known: {', '.join(known)}"
         )
-    rows, skipped, levels = _read_rows(path, fmt, levels, options)
+    corrections = corrections or {}
+    rows, skipped, levels, changed = _read_rows(path, fmt, levels, options, corrections)
     if not rows:
         raise ValueError(f"{path}: no usable labelled rows ({skipped})")
     rows, rare = _handle_rare(rows, levels, options)
@@ -156,23 +192,50 @@ def load_dataset(
         for line, event, labels, group in rows
     ]
     splits = split_groups([r.group for r in records], options.seed, options.fractions)
-    report = {"skipped": skipped, "rare_classes": rare}
+    report: dict[str, Any] = {"skipped": skipped, "rare_classes": rare}
+    if corrections:
+        report["corrections"] = _corrections_report(records, splits, corrections, changed)
     return Dataset(path, fmt, options, records, label_space, splits, report)
+
+
+def _corrections_report(
+    records: list[Record],
+    splits: dict[str, list[int]],
+    corrections: Mapping[str, Mapping[str, str]],
+    changed: int,
+) -> dict[str, Any]:
+    """How many corrected products were used, in which split, and how many could not be."""
+    used = {
+        name: sum(1 for i in idx if records[i].product["product_id"] in corrections)
+        for name, idx in splits.items()
+    }
+    return {
+        "products": len(corrections),
+        "used": used,
+        "changed_labels": changed,
+        "not_in_data": len(corrections) - sum(used.values()),
+    }
 
 
 Row = tuple[int, dict[str, Any], dict[str, str], str]
 
 
 def _read_rows(
-    path: Path, fmt: str, levels: list[str], options: DatasetOptions
-) -> tuple[list[Row], dict[str, int], list[str]]:
+    path: Path,
+    fmt: str,
+    levels: list[str],
+    options: DatasetOptions,
+    corrections: Mapping[str, Mapping[str, str]],
+) -> tuple[list[Row], dict[str, int], list[str], int]:
     """Usable rows, why the others were skipped (counted, never silently dropped), levels.
 
     A JSONL file names its levels per row: without ``levels`` the first labelled row's
-    level names are used.
+    level names are used. A correction replaces the row's labels (and may label a row the
+    file left unlabelled); the last value counts the rows whose labels one changed.
     """
     rows: list[Row] = []
     skipped: Counter[str] = Counter()
+    changed = 0
     for row in read_source(path, fmt):
         if row.error or row.event is None:
             skipped["invalid"] += 1
@@ -182,14 +245,20 @@ def _read_rows(
         if options.with_images_only and not row.event.get("image"):
             skipped["no_image"] += 1
             continue
-        if not levels or any(not row.labels.get(level) for level in levels):
+        labels = row.labels
+        fixed = corrections.get(str(row.event.get("product_id")))
+        if fixed:
+            labels = {**row.labels, **fixed}
+            if any(labels.get(lv) != row.labels.get(lv) for lv in levels):
+                changed += 1
+        if not levels or any(not labels.get(level) for level in levels):
             skipped["unlabelled"] += 1
             continue
         group = row.group or str(row.event.get("product_id") or row.line)
-        rows.append((row.line, row.event, {lv: row.labels[lv] for lv in levels}, group))
+        rows.append((row.line, row.event, {lv: labels[lv] for lv in levels}, group))
         if options.limit and len(rows) >= options.limit:
             break
-    return rows, dict(skipped), levels
+    return rows, dict(skipped), levels, changed
 
 
 def _handle_rare(

@@ -12,7 +12,7 @@ stage decided, and its graph speed, run batch by batch as the worker runs it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,17 @@ def load_eval_data(
     split: str = "auto",
     with_images_only: bool | None = None,
     limit: int | None = None,
+    corrections: Mapping[str, Mapping[str, str]] | None = None,
 ) -> EvalData:
     """Rows of ``path`` labelled in the bundle's label space, restricted to ``split``.
 
     ``auto``: the bundle's test split (with its training filters) when ``path`` is the file
     the bundle was trained on, else every row. Splits are recomputed from the manifest's
     seed and grouping, which is possible because group assignment depends only on the group.
+    ``corrections`` (product id -> reviewer's labels) win over the file's labels.
     """
+    from prodcat.training.corrections import corrected_rows
+
     data = bundle.manifest["dataset"]
     same_file = Path(path).resolve() == Path(data["path"]).resolve()
     if split == "auto":
@@ -65,7 +69,7 @@ def load_eval_data(
     lookup = [{label: i for i, label in enumerate(c)} for c in classes]
     rows = [
         row
-        for row in read_source(path, fmt)
+        for row in corrected_rows(read_source(path, fmt), corrections or {})
         if row.event is not None
         and not row.error
         and not (with_images_only and not row.event.get("image"))

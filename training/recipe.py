@@ -52,6 +52,8 @@ class TrainSpec:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     evaluate: bool = True
     overwrite: bool = False
+    # reviewers' labels by product id (prodcat.kafka.corrections): they win over the file's
+    corrections: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
@@ -60,7 +62,7 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
 
     pm = plugin_manager or get_plugin_manager()
     spec.dataset.seed = spec.train.seed
-    data = load_dataset(spec.data, spec.fmt, spec.dataset)
+    data = load_dataset(spec.data, spec.fmt, spec.dataset, spec.corrections)
     for split in ("train", "val"):
         if not data.splits[split]:
             raise ValueError(
@@ -138,7 +140,7 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
     }
     if spec.evaluate and data.splits["test"]:
         bundle = ModelBundle.load(spec.out, pm)
-        test = load_eval_data(bundle, spec.data, "test")
+        test = load_eval_data(bundle, spec.data, "test", corrections=spec.corrections)
         metrics = evaluate_bundle(bundle, test, spec.out, threads=spec.threads)
         record_metrics(spec.out, metrics)
         write_card(spec.out, metrics)
@@ -178,5 +180,6 @@ def _short(data: Dataset) -> dict[str, Any]:
         "rows": len(data.records),
         "splits": {k: len(v) for k, v in data.splits.items()},
         "classes": dict(zip(data.label_space.levels, data.label_space.sizes(), strict=True)),
+        "corrections": data.report.get("corrections"),
         "options": asdict(data.options),
     }

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("prodcat.cli.commands.evaluate", "Evaluate a model bundle on a data set."),
     "worker": ("prodcat.cli.commands.worker", "Run the streaming classifier worker."),
     "demo": ("prodcat.cli.commands.demo", "Train if needed, then classify products live."),
+    "dashboard": ("prodcat.cli.commands.dashboard", "Web page: live feed, review queue, drift."),
     "bench": ("prodcat.cli.commands.bench", "Run the benchmarks."),
 }
 

@@ -57,6 +57,45 @@ def json_option(help_text: str) -> Callable[[F], F]:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
+FROM_TOPIC = "@topic"  # --corrections without a file: read the corrections topic
+
+
+def corrections_option(action: str) -> Callable[[F], F]:
+    """``--corrections [FILE]``: reviewers' decisions from a JSONL file, or from the topic."""
+    return click.option(
+        "--corrections",
+        "corrections",
+        is_flag=False,
+        flag_value=FROM_TOPIC,
+        default=None,
+        metavar="[FILE]",
+        help=f"{action} reviewers' corrections (the latest per product; its label wins over "
+        "the file's): from FILE (JSONL, e.g. `prodcat tail --topic categories.corrections "
+        "--from-beginning --json`), or without FILE from the corrections topic on --broker.",
+    )
+
+
+def load_corrections(settings: Settings, source: str | None) -> dict[str, dict[str, str]]:
+    """Product id -> reviewer's labels from ``--corrections`` ({} when not given)."""
+    from prodcat.kafka.corrections import (
+        CorrectionsError,
+        latest_labels,
+        read_corrections_file,
+        read_corrections_topic,
+    )
+
+    if source is None:
+        return {}
+    try:
+        if source == FROM_TOPIC:
+            found = read_corrections_topic(settings, connect(settings))
+        else:
+            found = read_corrections_file(source)
+    except (CorrectionsError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return latest_labels(found)
+
+
 def connect(settings: Settings, timeout_s: float = 5.0) -> str:
     """The configured bootstrap address once a broker answers there, else a one-line error.
 

@@ -1,4 +1,4 @@
-"""Encode, decode and validate prodcat's three messages against the JSON Schemas in ``schemas/``.
+"""Encode, decode and validate prodcat's messages against the JSON Schemas in ``schemas/``.
 
 The schemas are the contract with shops and downstream services, so the runtime validates
 with exactly those files (compiled once by fastjsonschema) instead of a hand-written copy.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -20,12 +21,13 @@ from typing import Any, Literal
 import fastjsonschema
 import orjson
 
-Kind = Literal["product", "assignment", "dead_letter"]
+Kind = Literal["product", "assignment", "dead_letter", "correction"]
 
 SCHEMA_FILES: dict[str, str] = {
     "product": "product-event.schema.json",
     "assignment": "category-assignment.schema.json",
     "dead_letter": "dead-letter.schema.json",
+    "correction": "category-correction.schema.json",
 }
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -131,6 +133,11 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_time(rfc3339: str) -> float:
+    """Seconds since the epoch of an RFC 3339 time (the schemas' date-time fields)."""
+    return datetime.fromisoformat(rfc3339).timestamp()
+
+
 def make_assignment(
     event: Mapping[str, Any],
     *,
@@ -177,6 +184,46 @@ def make_assignment(
         assignment["decided_by"] = decided_by
     validate("assignment", assignment)
     return assignment
+
+
+def make_correction(
+    assignment: Mapping[str, Any],
+    *,
+    new_labels: Sequence[str],
+    reviewer: str,
+    queue: str,
+    comment: str | None = None,
+) -> dict[str, Any]:
+    """Build a validated correction: a reviewer's decision about ``assignment``.
+
+    ``new_labels`` is the right label per level of the assignment's path (top level first);
+    when it equals the model's path the decision is ``accept``, otherwise ``correct``.
+    """
+    old = [dict(step) for step in assignment["category_path"]]
+    if len(new_labels) != len(old):
+        reason = f"needs {len(old)} labels (one per level), got {len(new_labels)}"
+        raise EventError("schema", "$.new_path", reason)
+    same = all(step["label"] == label for step, label in zip(old, new_labels, strict=True))
+    correction: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "correction_id": str(uuid.uuid4()),
+        "product_id": assignment["product_id"],
+        "source_event_id": assignment["source_event_id"],
+        "decision": "accept" if same else "correct",
+        "reviewer": reviewer,
+        "decided_at": now_rfc3339(),
+        "old_path": old,
+        "new_path": [
+            {"level": step["level"], "label": label}
+            for step, label in zip(old, new_labels, strict=True)
+        ],
+        "model": dict(assignment["model"]),
+        "queue": queue,
+    }
+    if comment:
+        correction["comment"] = comment
+    validate("correction", correction)
+    return correction
 
 
 def make_dead_letter(

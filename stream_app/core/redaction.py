@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -60,8 +61,14 @@ def _hidden(plain: Any, shown: Any) -> Iterable[str]:
     if isinstance(plain, dict):
         for key, value in plain.items():
             yield from _hidden(value, shown[key])
+    elif isinstance(plain, list):
+        for item, masked in zip(plain, shown, strict=True):
+            yield from _hidden(item, masked)
     elif plain != shown and isinstance(plain, str) and plain:
-        yield plain
+        # "alice:***" hides only what follows the shown prefix: the token, not the name
+        hidden = plain[len(os.path.commonprefix([plain, shown.removesuffix(MASK)])) :]
+        if hidden:
+            yield hidden
 
 
 def redact_secrets_in_logs(settings: Settings) -> None:

@@ -27,8 +27,10 @@ CONFIG_FILE_ENV = "PRODCAT_CONFIG"
 DEFAULT_CONFIG_FILE = "prodcat.toml"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the source checkout (editable installs)
 # PRODCAT_* variables that are not settings: read by the plugin manager, the CLI's error
-# handler, or docker-compose.yml (replicas, partitions of the topic job).
-NOT_SETTINGS = frozenset({"CONFIG", "PLUGINS", "DISABLE_PLUGINS", "DEBUG", "WORKERS", "PARTITIONS"})
+# handler, or docker-compose.yml (replicas, partitions of the topic job, review tokens).
+NOT_SETTINGS = frozenset(
+    {"CONFIG", "PLUGINS", "DISABLE_PLUGINS", "DEBUG", "WORKERS", "PARTITIONS", "REVIEW_TOKENS"}
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class TopicSettings:
     products: str = "products"
     categories: str = "categories"
     dlq: str = "products.dlq"
+    corrections: str = "categories.corrections"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -99,6 +102,29 @@ class ImageSettings:
 
 
 @dataclass
+class DashboardSettings:
+    """``prodcat dashboard``: the web page for the people who own the catalogue.
+
+    ``review_tokens`` entries are ``name:token``: a reviewer signs in with the token and
+    their decisions carry the name. Without any the page is read-only.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8066
+    review_tokens: list[str] = field(default_factory=list, repr=False)
+    allowed_hosts: list[str] = field(default_factory=list)
+    worker_metrics: list[str] = field(default_factory=lambda: ["http://127.0.0.1:6066/metrics"])
+    scrape_interval_s: float = 5.0
+    feed_size: int = 500
+    queue_size: int = 2000
+    pending_products: int = 5000
+    pending_mb: int = 64
+    audit_rate: float = 0.02
+    drift_window: int = 2000
+    history: int = 2000
+
+
+@dataclass
 class Settings:
     broker: str | None = None
     data_dir: str | None = None
@@ -109,6 +135,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     def data_path(self) -> Path:
         """Where ../shared/datasets lives: the setting, else next to the cwd or the repo."""
@@ -126,6 +153,10 @@ class Settings:
         for key in ("sasl_password", "ssl_keyfile"):
             if data["kafka"].get(key):
                 data["kafka"][key] = "***"
+        data["dashboard"]["review_tokens"] = [
+            f"{entry.partition(':')[0]}:***" if ":" in entry else "***"
+            for entry in data["dashboard"]["review_tokens"]
+        ]
         return data
 
 

@@ -29,10 +29,10 @@ class DemoProduct:
 
 def unseen_products(manifest: dict[str, Any], count: int) -> list[DemoProduct]:
     """``count`` labelled products the bundle did not train on (see module doc)."""
-    from prodcat.training.datasets import load_dataset
+    from prodcat.training.datasets import load_dataset, options_from_description
 
     info = manifest["dataset"]
-    data = load_dataset(info["path"], info["format"], _dataset_options(info))
+    data = load_dataset(info["path"], info["format"], options_from_description(info))
     levels = data.label_space.levels
     picked: list[tuple[dict[str, Any], dict[str, str]]] = []
     seen: set[str] = set()
@@ -60,21 +60,6 @@ def unseen_products(manifest: dict[str, Any], count: int) -> list[DemoProduct]:
         key = str(event["product_id"]).encode()
         products.append(DemoProduct(key, orjson.dumps(event), labels, event["title"]))
     return products
-
-
-def _dataset_options(info: dict[str, Any]) -> Any:
-    """The DatasetOptions that reproduce the bundle's split, from its manifest description."""
-    from prodcat.training.datasets import DatasetOptions
-
-    return DatasetOptions(
-        levels=info["levels"],
-        with_images_only=info["with_images_only"],
-        limit=info["limit"],
-        seed=info["split"]["seed"],
-        fractions=tuple(info["split"]["fractions"]),
-        min_class_count=info["rare_classes"]["threshold"],
-        rare=info["rare_classes"]["action"],
-    )
 
 
 def malformed_events(template: DemoProduct) -> list[DemoProduct]:

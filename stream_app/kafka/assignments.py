@@ -166,10 +166,13 @@ def read_assignments(
     topic: str | None = None,
     from_beginning: bool = True,
     memory: int = DEFAULT_MEMORY,
+    idle_timeout_s: float | None = None,
     settings: Settings | None = None,
     consumer_options: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Valid category assignments from ``bootstrap``, each source event once, forever.
+    """Valid category assignments from ``bootstrap``, each source event once.
+
+    Runs forever, or until ``idle_timeout_s`` seconds pass without a message (batch jobs).
 
     With a ``group_id`` offsets are committed as kafka-python does by default (auto-commit),
     so a restarted reader resumes where the group stopped; without one every call reads from
@@ -186,7 +189,8 @@ def read_assignments(
     )
     client.subscribe([topic or settings.topics.categories])
     try:
-        for record in unique_assignments(poll_records(client), DuplicateFilter(memory)):
+        records = poll_records(client, idle_timeout_s=idle_timeout_s)
+        for record in unique_assignments(records, DuplicateFilter(memory)):
             yield record.value
     finally:
         client.close()

@@ -181,6 +181,7 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         topics.products: topics.partitions,
         topics.categories: topics.partitions,
         topics.dlq: topics.partitions,
+        topics.corrections: topics.partitions,
     }
 
 

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from prodcat.core.ports import free_port
 
@@ -41,11 +41,14 @@ class WorkerProcess:
     cwd: Path | None = None  # default: ours, so it reads the same prodcat.toml
     process: subprocess.Popen | None = None
 
-    def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+    def command(self) -> list[str]:
         model = os.path.abspath(self.model)  # not resolve(): a symlink is how bundles swap
         command = [self.program, "worker", "--model", model, "--broker", self.bootstrap]
-        command += ["--web-port", str(self.port)]
+        return command + ["--web-port", str(self.port)]
+
+    def start(self) -> Self:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        command = self.command()
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             command, env=env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT

@@ -108,7 +108,7 @@ class Dispatcher:
         await self.publisher.publish(outcome)
         metrics = self.runtime.metrics
         if outcome.kind == ASSIGNED:
-            metrics.assigned()
+            metrics.assigned(outcome.value)
         else:
             metrics.dead_letter(outcome.stage)
         if source.timestamp is not None:

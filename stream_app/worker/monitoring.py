@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -32,6 +33,7 @@ ASSIGNED = "assigned"
 DEAD_LETTER = "dead_letter"
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -93,6 +95,25 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.assignments = Counter(
+            "prodcat_assignments",
+            "Published assignments by taxonomy level and the label chosen there (the "
+            "category mix; prodcat dashboard compares it with the training split).",
+            ["level", "label"],
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "prodcat_assignment_confidence",
+            "Score of the chosen label per taxonomy level.",
+            ["level"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.needs_review = Counter(
+            "prodcat_needs_review",
+            "Published assignments flagged needs_review (the review queue's inflow).",
+            registry=r,
+        )
         self.model = Info("prodcat_model", "The model bundle being served.", registry=r)
         self.queue_depth = Gauge(
             "prodcat_queue_depth", "Items waiting in the batcher queue.", registry=r
@@ -139,8 +160,17 @@ class WorkerMetrics:
             registry=r,
         )
 
-    def assigned(self) -> None:
+    def assigned(self, value: bytes | None = None) -> None:
+        """Count one acknowledged assignment; with its JSON ``value``, its labels and scores."""
         self.events.labels(ASSIGNED, "").inc()
+        if value is None:
+            return
+        assignment = orjson.loads(value)
+        for step in assignment["category_path"]:
+            self.assignments.labels(step["level"], step["label"]).inc()
+            self.confidence.labels(step["level"]).observe(step["score"])
+        if assignment["needs_review"]:
+            self.needs_review.inc()
 
     def dead_letter(self, stage: str) -> None:
         self.events.labels(DEAD_LETTER, stage).inc()

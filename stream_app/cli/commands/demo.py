@@ -4,12 +4,13 @@ With no arguments on a fresh clone: trains a quick model into ``models/default``
 is there, starts the embedded broker and one worker process, publishes fashion products the
 model never trained on (some without photo, a few malformed), prints each outcome as it
 arrives and ends with events/s, latency percentiles, accuracy and dead letters by reason.
+With ``--dashboard`` the web page runs beside them until Ctrl-C
+(prodcat/demo/services.py).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -25,11 +26,12 @@ from prodcat.cli.options import json_option, model_option, serving_broker
 from prodcat.core.settings import Settings
 from prodcat.demo.products import DemoProduct, malformed_events, unseen_products
 from prodcat.demo.quick_model import have_model, train_quick_model
+from prodcat.demo.services import DASHBOARD_RATE, DemoServices
 from prodcat.demo.tally import Tally
 from prodcat.kafka.clients import consumer as kafka_consumer
 from prodcat.kafka.clients import producer as kafka_producer
 from prodcat.model.bundle import BundleError, ModelBundle
-from prodcat.worker.child import WorkerFailed, WorkerProcess
+from prodcat.worker.child import WorkerFailed
 
 
 @click.command()
@@ -62,6 +64,13 @@ from prodcat.worker.child import WorkerFailed, WorkerProcess
     default=None,
     help="Publish at this many events/s (default: all at once, a burst).",
 )
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Also serve `prodcat dashboard` (live feed, review queue, drift) and keep running "
+    f"until Ctrl-C; products are then paced at {DASHBOARD_RATE:g}/s unless --rate says "
+    "otherwise, and the corrections made are saved for `prodcat train --corrections`.",
+)
 @json_option("Print only the summary, as JSON.")
 @click.pass_obj
 def command(
@@ -71,6 +80,7 @@ def command(
     train_rows: int,
     timeout_s: float,
     rate: float | None,
+    dashboard: bool,
     as_json: bool,
 ) -> None:
     """Classify fashion products live with a local broker and worker, then summarise."""
@@ -85,17 +95,20 @@ def command(
         raise click.ClickException(str(exc)) from None
     items = unseen_products(manifest, products)
     items[len(items) // 2 : len(items) // 2] = malformed_events(items[0])
+    if dashboard and rate is None:
+        rate = DASHBOARD_RATE
     try:
-        with serving_broker(settings, embedded=True) as bootstrap:
+        with (
+            serving_broker(settings, embedded=True) as bootstrap,
+            DemoServices(settings, bootstrap, model, console, dashboard) as services,
+        ):
             plan = DemoPlan(items, manifest["levels"], timeout_s, rate)
-            tally = _run(settings, bootstrap, model, plan, console)
+            tally = _stream(settings, bootstrap, plan, console)
+            _report(console, tally.summary(), as_json, dashboard)
+            if dashboard:
+                services.hold()
     except WorkerFailed as exc:
         raise click.ClickException(str(exc)) from None
-    summary = tally.summary()
-    if as_json:
-        click.echo(orjson.dumps(summary))
-    else:
-        _print_summary(console, summary)
     if tally.outcomes < len(items):
         raise click.ClickException(
             f"only {tally.outcomes} of {len(items)} outcomes arrived within {timeout_s:g} s"
@@ -110,20 +123,16 @@ class DemoPlan:
     rate: float | None  # events/s; None = all at once
 
 
-def _run(
-    settings: Settings, bootstrap: str, model: Path, plan: DemoPlan, console: Console
-) -> Tally:
-    log_path = Path(settings.cache_dir) / "demo" / "worker.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    group = {"PRODCAT_WORKER__GROUP_ID": f"prodcat-demo-{os.getpid()}"}
-    worker = WorkerProcess(model, bootstrap, log_path, env=group).start()
-    console.print(f"worker starting (log: {log_path}) ...")
-    try:
-        worker.wait_ready()
-        console.print(f"worker ready; publishing {len(plan.items)} events")
-        return _stream(settings, bootstrap, plan, console)
-    finally:
-        worker.stop()
+def _report(console: Console, summary: dict[str, Any], as_json: bool, dashboard: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(summary))
+        return
+    _print_summary(console, summary)
+    if not dashboard:
+        console.print(
+            "Watch it in a browser, review and correct products: [bold]./run.sh demo "
+            "--dashboard[/] (or `prodcat demo --dashboard`)"
+        )
 
 
 def _stream(settings: Settings, bootstrap: str, plan: DemoPlan, console: Console) -> Tally:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
-from prodcat.cli.options import json_option
+from prodcat.cli.options import broker_option, corrections_option, json_option, load_corrections
 from prodcat.core.settings import Settings
 
 
@@ -41,6 +42,8 @@ from prodcat.core.settings import Settings
 @click.option("--limit", type=int, help="Evaluate only the first N selected rows.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Rows per ONNX call.")
 @click.option("--out", type=click.Path(file_okay=False), help="Where metrics.json and plots go.")
+@corrections_option("Score against")
+@broker_option
 @json_option("Print metrics.json.")
 @click.pass_obj
 def command(
@@ -52,13 +55,16 @@ def command(
     limit: int | None,
     batch_size: int,
     out: str | None,
+    corrections: str | None,
     as_json: bool,
 ) -> None:
     """Accuracy, macro/weighted-F1 per level, text/image ablation, the text-first cascade as
     served (accuracy, share decided by text, speed), ECE, confusion matrices and throughput
     of a model bundle; written to metrics.json.
 
-    The default --out is <model>/eval-<data file stem>-<split>.
+    The default --out is <model>/eval-<data file stem>-<split>. With --corrections the
+    reviewers' labels win, and metrics.json gains `reviewed`: the scores on the reviewed
+    products of the data file alone, whatever their split.
     """
     from prodcat.model.bundle import BundleError, ModelBundle
     from prodcat.sources import SourceError
@@ -66,15 +72,20 @@ def command(
 
     logging.basicConfig(level=settings.log_level)
     model = Path(model_dir or settings.model_dir)
+    reviewed_labels = load_corrections(settings, corrections)
     try:
         bundle = ModelBundle.load(model)
-        rows = load_eval_data(bundle, Path(data), split, with_images_only, limit)
+        rows = load_eval_data(
+            bundle, Path(data), split, with_images_only, limit, corrections=reviewed_labels
+        )
     except (BundleError, SourceError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     target = Path(out) if out else model / f"eval-{Path(data).stem}-{rows.description['split']}"
-    metrics = evaluate_bundle(
-        bundle, rows, target, batch_size=batch_size, threads=settings.worker.ort_threads
-    )
+    threads = settings.worker.ort_threads
+    metrics = evaluate_bundle(bundle, rows, target, batch_size=batch_size, threads=threads)
+    if reviewed_labels:
+        metrics["reviewed"] = _reviewed(bundle, Path(data), reviewed_labels, batch_size, threads)
+        (target / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
     if as_json:
         click.echo(orjson.dumps(metrics, option=orjson.OPT_INDENT_2).decode())
         return
@@ -95,3 +106,30 @@ def command(
             f"cascade: {cascade['decided_by_text']:.1%} decided by text; "
             f"{cascade['items_per_s']:.1f} items/s (graphs only)"
         )
+    if "reviewed" in metrics:
+        reviewed = metrics["reviewed"]
+        click.echo(
+            f"reviewed products: {reviewed['rows']} in the data, "
+            f"{reviewed['not_in_data']} corrected products not in it"
+        )
+        for level, accuracy in reviewed["accuracy"].items():
+            click.echo(f"{'reviewed':10} {level:20} acc {accuracy:.4f}")
+
+
+def _reviewed(
+    bundle: Any, data: Path, labels: dict[str, dict[str, str]], batch_size: int, threads: int
+) -> dict[str, Any]:
+    """Accuracy per level on the data file's reviewed products, with the reviewers' labels."""
+    from prodcat.training.corrections import reviewed_eval_data
+    from prodcat.training.evaluate import evaluate_bundle
+
+    rows, missing = reviewed_eval_data(bundle, data, labels)
+    if rows is None:
+        return {"rows": 0, "not_in_data": missing, "accuracy": {}}
+    metrics = evaluate_bundle(bundle, rows, None, batch_size=batch_size, threads=threads)
+    return {
+        "rows": rows.description["rows"],
+        "not_in_data": missing,
+        "accuracy": {level: m["accuracy"] for level, m in metrics["levels"].items()},
+        "levels": metrics["levels"],
+    }

@@ -17,7 +17,7 @@ from prodcat.kafka.clients import admin_client, describe_topics, ensure_topics
 @json_option("Print JSON {topic: partitions, ...}.")
 @click.pass_obj
 def command(settings: Settings, as_json: bool) -> None:
-    """Create the products, categories and dead-letter topics, and list all topics.
+    """Create the products, categories, dead-letter and corrections topics; list all topics.
 
     Names and partition counts come from the [topics] settings; existing topics are kept.
     """
@@ -35,6 +35,7 @@ def command(settings: Settings, as_json: bool) -> None:
         settings.topics.products: "product events (input)",
         settings.topics.categories: "category assignments (output)",
         settings.topics.dlq: "dead letters",
+        settings.topics.corrections: "reviewers' corrections (prodcat dashboard)",
     }
     table = Table(title=f"topics on {bootstrap}")
     for column in ("topic", "partitions", "role"):

@@ -16,7 +16,7 @@ from typing import Any
 import click
 import orjson
 
-from prodcat.cli.options import json_option
+from prodcat.cli.options import broker_option, corrections_option, json_option, load_corrections
 from prodcat.core.settings import Settings
 
 DATASET_FILES = {
@@ -122,6 +122,8 @@ def resolve_data(settings: Settings, data: str | None, dataset: str | None) -> P
 @click.option("--out", type=click.Path(file_okay=False), help="Bundle folder (default: model_dir).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--no-eval", is_flag=True, help="Skip the test-split evaluation.")
+@corrections_option("Fold in")
+@broker_option
 @json_option("Print the summary as JSON.")
 @click.pass_obj
 def command(settings: Settings, **options: Any) -> None:
@@ -170,6 +172,7 @@ def command(settings: Settings, **options: Any) -> None:
         threads=settings.worker.featurize_threads,
         evaluate=not options["no_eval"],
         overwrite=options["overwrite"],
+        corrections=load_corrections(settings, options["corrections"]),
     )
     try:
         summary = run_training(spec)
@@ -184,6 +187,14 @@ def command(settings: Settings, **options: Any) -> None:
 def _print(summary: dict[str, Any]) -> None:
     click.echo(f"bundle {summary['bundle']} (fingerprint {summary['fingerprint']})")
     click.echo(f"best epoch {summary['best_epoch']}; rows {summary['dataset']['splits']}")
+    if corrections := summary["dataset"].get("corrections"):
+        click.echo(
+            f"corrections: {corrections['products']} products, used per split "
+            f"{corrections['used']}, {corrections['changed_labels']} labels changed; "
+            f"{corrections['not_in_data']} not among the rows read (not in the file, or "
+            "filtered out by --limit / --with-images-only): those are not used, a correction "
+            "carries no title or photo"
+        )
     for name in ("val", "test"):
         levels = summary.get(name, {}).get("levels", summary.get(name) if name == "val" else {})
         for level, m in (levels or {}).items():
