@@ -77,7 +77,10 @@ def test_every_assignment_says_which_path_decided_it(
     without = text_products(data_dir, WITHOUT, skip=200)
     broken = dict(photos[0], product_id="broken-photo")
     jpeg = base64.b64decode(photos[0]["image"]["data"])
-    broken["image"] = {"data": base64.b64encode(jpeg[: len(jpeg) // 3]).decode()}
+    broken["image"] = {
+        **photos[0]["image"],
+        "data": base64.b64encode(jpeg[: len(jpeg) // 3]).decode(),
+    }
     events = [orjson.dumps(e) for e in [*photos, *without, broken]]
     served = Served(photo_bundle(data_dir), embedded_broker, tmp_path, "cascade", events)
     try:
