@@ -3,7 +3,8 @@
 Accuracy is what ``prodcat train`` / ``prodcat evaluate`` recorded in the bundle
 (``metrics.json``, else the manifest's ``metrics``); speed is item 1's measurement at the
 batcher's ``max_batch_size``, in the precision the bundle ships, with and without
-featurising. To add a bundle to the
+featurising. A bundle with a cascade has a row per path: fused, cascade, and text (its
+first stage alone), each with its own test accuracy. To add a bundle to the
 table, train it (``prodcat train --encoder ... --out DIR``) and pass ``--compare DIR``.
 """
 
@@ -53,34 +54,46 @@ def table(
                 featurize_threads=settings.worker.featurize_threads,
                 budget=plan.budget,
             )
-        rows.append(row(bundle, points, size))
+        rows += [row(bundle, points, size, path) for path in model_only.paths_of(bundle)]
         progress.advance(task)
     return rows
 
 
-def row(bundle: ModelBundle, points: list[model_only.Point], size: int) -> dict[str, Any]:
+def row(
+    bundle: ModelBundle, points: list[model_only.Point], size: int, path: str = model_only.FUSED
+) -> dict[str, Any]:
     manifest = bundle.manifest
     precision = model_only.served_precision(bundle)
-    featurised = model_only.rate_at(points, precision, model_only.FEATURISED, size)
+    featurised = model_only.rate_at(points, precision, model_only.FEATURISED, size, path)
     return {
         "bundle": str(bundle.path),
+        "path": path,
         "encoders": [e["name"] for e in manifest["encoders"]],
         "head": manifest["head"]["name"],
         "precision": precision,
-        "accuracy": accuracy_of(bundle),
+        "accuracy": accuracy_of(bundle, path),
         "batch_size": size,
-        "items_per_s": model_only.rate_at(points, precision, model_only.PRECOMPUTED, size),
+        "items_per_s": model_only.rate_at(points, precision, model_only.PRECOMPUTED, size, path),
         "featurised_items_per_s": featurised,
         "ms_per_item": 1000 / featurised if featurised else None,
     }
 
 
-def accuracy_of(bundle: ModelBundle) -> dict[str, float] | None:
-    """Test accuracy per level as recorded with the bundle, or None when never evaluated."""
-    file = bundle.path / "metrics.json"
-    metrics = None
-    if file.is_file():
-        metrics = json.loads(file.read_text(encoding="utf-8"))
-    metrics = metrics or bundle.manifest.get("metrics") or {}
-    levels = metrics.get("levels") or {}
+def accuracy_of(bundle: ModelBundle, path: str = model_only.FUSED) -> dict[str, float] | None:
+    """Test accuracy per level of ``path`` as recorded with the bundle (None: not evaluated)."""
+    metrics = recorded_metrics(bundle)
+    cascade = metrics.get("cascade") or {}
+    levels = {
+        model_only.FUSED: metrics.get("levels"),
+        model_only.CASCADE: cascade.get("levels"),
+        model_only.TEXT: cascade.get("first_stage_levels"),
+    }[path] or {}
     return {level: float(m["accuracy"]) for level, m in levels.items()} or None
+
+
+def recorded_metrics(bundle: ModelBundle) -> dict[str, Any]:
+    """The bundle's test metrics: metrics.json, else the manifest's (empty: never evaluated)."""
+    file = bundle.path / "metrics.json"
+    if file.is_file():
+        return json.loads(file.read_text(encoding="utf-8"))
+    return bundle.manifest.get("metrics") or {}

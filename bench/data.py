@@ -1,8 +1,11 @@
 """The products every benchmark publishes or featurises: real rows with their photo inline.
 
-Taken from the end of the data file (the rows small training slices never reach), so a
-benchmark classifies photos the way a shop publishes them. A fashion ``catalog.csv`` or a
-product-event JSONL file (``bench/gpu.sh prepare`` writes one to carry to a GPU machine).
+When the data file is the one the bundle was trained on, they are its test split's rows
+with a photo, which training never saw: the cascade's share of products decided by the
+title depends on how sure the model is, and it is surest of the rows it trained on.
+Otherwise they are the end of the file (the rows small training slices never reach). A
+fashion ``catalog.csv`` or a product-event JSONL file (``bench/gpu.sh prepare`` writes one
+to carry to a GPU machine).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from prodcat.model.bundle import ModelBundle
 from prodcat.sources import detect_format, read_source
 
 Product = dict[str, Any]
@@ -22,10 +26,17 @@ class DataError(ValueError):
     """The data file is missing or holds too few products with a photo."""
 
 
-def photo_products(path: Path, count: int) -> list[Product]:
-    """The last ``count`` valid product events of ``path`` that carry a photo inline."""
+def photo_products(path: Path, count: int, bundle: ModelBundle | None = None) -> list[Product]:
+    """Up to ``count`` product events of ``path`` that carry a photo inline: the bundle's
+    test split when ``path`` is its training file, else the last ones."""
     if not path.is_file():
         raise DataError(f"{path} not found; set data_dir (PRODCAT_DATA_DIR) or pass --data")
+    trained_on = bundle is not None and Path(bundle.manifest["dataset"]["path"]).resolve()
+    if bundle is not None and trained_on == path.resolve():
+        from prodcat.training.evaluate import load_eval_data  # training extra, not on a GPU host
+
+        rows = load_eval_data(bundle, path, "test", with_images_only=True).products
+        return [row for row in rows if (row.get("image") or {}).get("data")][:count]
     rows = [
         row.event
         for row in read_source(path, detect_format(path))

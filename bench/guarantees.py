@@ -49,18 +49,24 @@ def measure(
     for mode, isolation in MODES.items():
         with (
             stream.worker_target(
-                settings, bootstrap, plan.model, workdir, plan.providers, mode
+                settings,
+                bootstrap,
+                plan.model,
+                workdir,
+                plan.providers,
+                name=f"worker-{mode}",
+                extra_env={"PRODCAT_WORKER__PROCESSING_GUARANTEE": mode},
             ) as target,
             stream.Runner(target, plan.timeout_s, isolation) as runner,
         ):
             burst = stream.throughput(
-                runner, warmup, measured, progress(f"5 {mode} burst", len(measured))
+                runner, warmup, measured, progress(f"7 {mode} burst", len(measured))
             )
             reference = found["at_least_once"]["burst"] if found else burst
             rate = reference["items_per_s"] / 2
             count = max(10, math.ceil(rate * plan.latency_seconds))
             paced = as_messages(cycle(products, count, len(measured) + len(warmup)))
-            latency = stream.latency(runner, paced, rate, progress(f"5 {mode} latency", count))
+            latency = stream.latency(runner, paced, rate, progress(f"7 {mode} latency", count))
             latency.pop("latencies_ms")
             found[mode] = {"burst": burst, "latency": latency}
     alo, eos = found["at_least_once"], found["exactly_once"]

@@ -1,16 +1,22 @@
-"""Item 1, the model-only ceiling: ONNX Runtime items/s per batch size, fp32 and int8.
+"""Item 1, the model-only ceiling: ONNX Runtime items/s per batch size and path.
 
 Two modes per batch size: ``precomputed`` (features made once, pure inference: the model's
 ceiling) and ``featurised`` (featurise + collate + inference per batch, the featurising in a
 thread pool of the worker's size, as the worker does it). The same session code the worker
 uses (``prodcat.model.inference``) runs it, so a GPU run takes the CUDA provider with I/O
-binding. int8 is the bundle's graph quantised dynamically, per channel, into a temporary
-folder, unless the bundle already ships an int8 graph (then there is no fp32 to compare).
+binding.
+
+A split bundle (format 2) is measured by path: ``fused`` (every encoder the product has, then
+the head: what the worker does with ``cascade = "off"``), ``cascade`` (the first stage for
+every item, the photo's graph and the head again only for those it does not decide) and
+``text`` (the first stage alone, as if no product had a photo); its graphs are measured in
+the precision they ship (compare a ``--quantize`` bundle with ``--compare``). A format-1
+bundle has one path, ``fused``, in fp32 and in int8: its graph quantised dynamically, per
+channel, into a temporary folder, unless the bundle already ships an int8 graph.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import tempfile
 import time
@@ -25,22 +31,26 @@ import numpy as np
 
 from bench.data import Product, cycle
 from prodcat.model.bundle import ModelBundle
-from prodcat.model.inference import create_session
+from prodcat.model.cascade import Cascade
+from prodcat.model.decoding import path_index
+from prodcat.model.graphs import SplitGraphs, WholeGraph, open_graphs
 
 PRECOMPUTED = "precomputed"
 FEATURISED = "featurised"
+FUSED, CASCADE, TEXT = "fused", "cascade", "text"
 Tick = Callable[[], None]
 
 
 @dataclass
 class Point:
-    precision: str  # fp32 | int8
+    precision: str  # fp32 | int8 | fp16 | mixed
     mode: str  # precomputed | featurised
     batch_size: int
     items_per_s: float
     ms_per_batch: float
     runs: int
     cpu_ms_per_item: float  # this process's CPU time (all threads) per item
+    path: str = FUSED  # fused | cascade | text
 
 
 @dataclass
@@ -53,34 +63,33 @@ class Budget:
 
 
 def served_precision(bundle: ModelBundle) -> str:
-    """The precision of the graph the worker serves: the bundle's own."""
-    return "int8" if bundle.manifest["model"].get("quantized") else "fp32"
+    """The precision of the graphs the worker serves: the bundle's own."""
+    return bundle.precision
+
+
+def paths_of(bundle: ModelBundle) -> tuple[str, ...]:
+    """The paths worth measuring: a cascade's three, else the one."""
+    return (FUSED, CASCADE, TEXT) if Cascade.from_manifest(bundle.manifest) else (FUSED,)
 
 
 @contextmanager
-def graphs(bundle: ModelBundle, precisions: Sequence[str]) -> Iterator[dict[str, Path]]:
-    """precision -> ONNX file: the bundle's own graph, int8 made on the fly when asked for."""
+def runners(
+    bundle: ModelBundle, precisions: Sequence[str], providers: str, threads: int
+) -> Iterator[dict[str, WholeGraph | SplitGraphs]]:
+    """precision -> graphs to run: the bundle's own; for a format-1 fp32 graph, int8 made
+    on the fly when asked for (a split bundle is measured as it ships)."""
     shipped = served_precision(bundle)
-    found = {shipped: bundle.model_path}
+    found = {shipped: open_graphs(bundle, providers, threads)}
     with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp:
-        if "int8" in precisions and shipped == "fp32":
+        if "int8" in precisions and shipped == "fp32" and not bundle.split:
             from prodcat.training.export import quantize
+            from prodcat.training.graph_precision import quiet_root_logger
 
-            found["int8"] = Path(tmp) / "model.int8.onnx"
-            with _quiet_root_logger():  # ORT lists every tensor it leaves in float
-                quantize(bundle.model_path, found["int8"])
-        yield {p: found[p] for p in precisions if p in found}
-
-
-@contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+            int8 = Path(tmp) / "model.int8.onnx"
+            with quiet_root_logger():  # ORT lists every tensor it leaves in float
+                quantize(bundle.graph_path("model"), int8)
+            found["int8"] = WholeGraph(bundle, providers, threads, graph=int8)
+        yield {p: found[p] for p in precisions if p in found} or {shipped: found[shipped]}
 
 
 def measure(
@@ -90,45 +99,64 @@ def measure(
     *,
     precisions: Sequence[str] = ("fp32", "int8"),
     modes: Sequence[str] = (PRECOMPUTED, FEATURISED),
+    paths: Sequence[str] | None = None,
     providers: str = "cpu",
     threads: int = 2,
     featurize_threads: int = 2,
     budget: Budget | None = None,
     tick: Tick | None = None,
 ) -> list[Point]:
-    """Every (precision, mode, batch size) point; ``tick()`` after each one (progress)."""
+    """Every (precision, path, mode, batch size) point; ``tick()`` after each (progress)."""
     budget = budget or Budget()
     points = []
     with (
-        graphs(bundle, precisions) as files,
+        runners(bundle, precisions, providers, threads) as found,
         ThreadPoolExecutor(featurize_threads, "bench-featurize") as pool,
     ):
         cached = [bundle.featurize(p) for p in cycle(products, max(batch_sizes))]
-        for precision, path in files.items():
-            session = create_session(path, providers, threads)
-            for mode in modes:
-                for size in batch_sizes:
-                    step = _stepper(bundle, session, mode, size, products, cached, pool)
-                    runs, seconds, cpu = _time(step, budget)
-                    points.append(
-                        Point(
-                            precision,
-                            mode,
-                            size,
-                            items_per_s=size * runs / seconds,
-                            ms_per_batch=seconds / runs * 1000,
-                            runs=runs,
-                            cpu_ms_per_item=cpu / (size * runs) * 1000,
+        for precision, graphs in found.items():
+            for path in paths or paths_of(bundle):
+                run = path_runner(bundle, graphs, path)
+                for mode in modes:
+                    for size in batch_sizes:
+                        step = _stepper(bundle, run, mode, size, products, cached, pool)
+                        runs, seconds, cpu = _time(step, budget)
+                        points.append(
+                            Point(
+                                precision,
+                                mode,
+                                size,
+                                items_per_s=size * runs / seconds,
+                                ms_per_batch=seconds / runs * 1000,
+                                runs=runs,
+                                cpu_ms_per_item=cpu / (size * runs) * 1000,
+                                path=path,
+                            )
                         )
-                    )
-                    if tick:
-                        tick()
+                        if tick:
+                            tick()
     return points
+
+
+def path_runner(
+    bundle: ModelBundle, graphs: WholeGraph | SplitGraphs, path: str
+) -> Callable[[dict[str, np.ndarray]], Any]:
+    """One batch of featurizer inputs through ``path`` (fused, cascade or text)."""
+    if path == FUSED:
+        return graphs.probs
+    assert isinstance(graphs, SplitGraphs)
+    cascade = Cascade.from_manifest(bundle.manifest)
+    assert cascade is not None
+    if path == TEXT:
+        return lambda batch: graphs.first_stage_probs(batch, cascade)
+    labels = [bundle.manifest["labels"][lv] for lv in bundle.levels]
+    taxonomy = path_index(bundle.manifest["taxonomy"]["paths"], labels)
+    return lambda batch: graphs.cascade_probs(batch, cascade, taxonomy)
 
 
 def _stepper(
     bundle: ModelBundle,
-    session: Any,
+    run: Callable[[dict[str, np.ndarray]], Any],
     mode: str,
     size: int,
     products: list[Product],
@@ -138,11 +166,11 @@ def _stepper(
     """One timed unit of work: run ``n`` of a batch of ``size`` in ``mode``."""
     if mode == PRECOMPUTED:
         feeds = bundle.collate(cycle(cached, size))
-        return lambda _n: session.run(feeds)
+        return lambda _n: run(feeds)
 
     def featurised(n: int) -> None:
         chunk = cycle(products, size, n * size)  # fresh products each run: no warm caches
-        session.run(bundle.collate(list(pool.map(bundle.featurize, chunk))))
+        run(bundle.collate(list(pool.map(bundle.featurize, chunk))))
 
     return featurised
 
@@ -169,10 +197,14 @@ def _time(step: Callable[[int], None], budget: Budget) -> tuple[int, float, floa
             return runs, elapsed, time.process_time() - cpu
 
 
-def rate_at(points: Sequence[Point], precision: str, mode: str, batch: float) -> float | None:
+def rate_at(
+    points: Sequence[Point], precision: str, mode: str, batch: float, path: str = FUSED
+) -> float | None:
     """items/s at ``batch`` (log-linear between measured sizes; the ends are clamped)."""
     series = sorted(
-        (p.batch_size, p.items_per_s) for p in points if (p.precision, p.mode) == (precision, mode)
+        (p.batch_size, p.items_per_s)
+        for p in points
+        if (p.precision, p.mode, p.path) == (precision, mode, path)
     )
     if not series:
         return None
@@ -180,12 +212,14 @@ def rate_at(points: Sequence[Point], precision: str, mode: str, batch: float) ->
     return float(np.interp(math.log2(max(batch, 1)), [math.log2(s) for s in sizes], rates))
 
 
-def cpu_at(points: Sequence[Point], precision: str, mode: str, batch: float) -> float | None:
+def cpu_at(
+    points: Sequence[Point], precision: str, mode: str, batch: float, path: str = FUSED
+) -> float | None:
     """CPU ms per item at ``batch`` (log-linear between measured sizes, like :func:`rate_at`)."""
     series = sorted(
         (p.batch_size, p.cpu_ms_per_item)
         for p in points
-        if (p.precision, p.mode) == (precision, mode)
+        if (p.precision, p.mode, p.path) == (precision, mode, path)
     )
     if not series:
         return None
@@ -193,9 +227,11 @@ def cpu_at(points: Sequence[Point], precision: str, mode: str, batch: float) -> 
     return float(np.interp(math.log2(max(batch, 1)), [math.log2(s) for s in sizes], cpu))
 
 
-def batch_ms(points: Sequence[Point], batch: int, precision: str = "fp32") -> float | None:
-    """Inference time of one batch of ``batch`` items (precomputed features)."""
-    rate = rate_at(points, precision, PRECOMPUTED, batch)
+def batch_ms(
+    points: Sequence[Point], batch: int, precision: str = "fp32", path: str = FUSED
+) -> float | None:
+    """Inference time of one batch of ``batch`` items of ``path`` (precomputed features)."""
+    rate = rate_at(points, precision, PRECOMPUTED, batch, path)
     return batch / rate * 1000 if rate else None
 
 

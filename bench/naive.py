@@ -1,7 +1,8 @@
 """The naive baseline: the consumer loop a user writes by hand, one message at a time.
 
 Plain kafka-python, no batching, no overlap: consume one product event, featurise it, run
-the ONNX model on a batch of one, build the assignment, produce it, next. The same bundle,
+the ONNX model on a batch of one (every graph of a split bundle the product has a modality
+for: always fusing, no cascade), build the assignment, produce it, next. The same bundle,
 featurizers, session settings and assignment format as the worker, so the only difference
 the benchmark sees is the worker's micro-batching and pipelining. Run as its own process
 (``python -m bench.naive ...``), like the worker, against the same broker.
@@ -16,13 +17,13 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from prodcat.core import events
 from prodcat.model.bundle import ModelBundle
-from prodcat.model.inference import create_session
+from prodcat.model.graphs import open_graphs
 
 
 def main() -> None:
     args = _parser().parse_args()
     bundle = ModelBundle.load(args.model)
-    session = create_session(bundle.model_path, args.providers, args.threads)
+    graphs = open_graphs(bundle, args.providers, args.threads)
     consumer = KafkaConsumer(
         bootstrap_servers=args.broker,
         auto_offset_reset="earliest",
@@ -36,7 +37,7 @@ def main() -> None:
     print(f"naive consumer ready on {len(partitions)} partitions", flush=True)
     for record in consumer:
         product = orjson.loads(record.value)
-        result = bundle.decode(session.run(bundle.collate([bundle.featurize(product)])))[0]
+        result = bundle.decode(graphs.probs(bundle.collate([bundle.featurize(product)])))[0]
         assignment = events.make_assignment(
             product,
             category_path=[(c["level"], c["label"], c["score"]) for c in result["category_path"]],

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench.plots import model_series
 
 START = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
 DOCS_TITLE = "# Benchmarks\n\n"
+ENLARGED = "8× on each side, in memory"
 
 
 def write_json(results: dict[str, Any], folder: Path, name: str) -> list[Path]:
@@ -28,68 +30,6 @@ def write_json(results: dict[str, Any], folder: Path, name: str) -> list[Path]:
         tmp.replace(file)
         written.append(file)
     return written
-
-
-def plots(results: dict[str, Any], folder: Path) -> dict[str, Path]:
-    """Throughput per batch size and the latency CDF, as PNG files in ``folder``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    made: dict[str, Path] = {}
-    if results.get("model_only"):
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for (precision, mode), series in _series(results["model_only"]).items():
-            sizes, rates = zip(*series, strict=True)
-            ax.plot(sizes, rates, marker="o", label=f"model only, {precision}, {mode}")
-        for key, style in (("e2e", "-"), ("naive", ":")):
-            rate = (results.get(key) or {}).get("items_per_s")
-            if rate:
-                label = "end to end (worker)" if key == "e2e" else "naive baseline"
-                ax.axhline(rate, color="black", linestyle=style, label=label)
-        ax.set_xscale("log", base=2)
-        labels = ("Throughput by batch size", "batch size", "items/s")
-        made["throughput"] = _save(fig, ax, labels, folder / "bench_throughput.png")
-    if results.get("latency"):
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for level in results["latency"]:
-            millis = level["latencies_ms"]
-            fractions = [(i + 1) / len(millis) for i in range(len(millis))]
-            ax.step(millis, fractions, where="post", label=f"{level['load']:.0%} load")
-        bound = results.get("p99_bound_ms")
-        if bound:
-            ax.axvline(bound, color="black", linestyle=":", label="p99 bound")
-        ax.axhline(0.99, color="grey", linewidth=0.5)
-        ax.set_xscale("log")
-        labels = ("Latency CDF under load", "publish -> assignment received (ms)", "fraction")
-        made["latency"] = _save(fig, ax, labels, folder / "bench_latency_cdf.png")
-    return made
-
-
-def _save(fig: Any, ax: Any, labels: tuple[str, str, str], path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    title, xlabel, ylabel = labels
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _series(points: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, float]]]:
-    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for p in points:
-        series.setdefault((p["precision"], p["mode"]), []).append(
-            (p["batch_size"], p["items_per_s"])
-        )
-    return {k: sorted(v) for k, v in series.items()}
 
 
 def update_docs(docs: Path, section: str) -> None:
@@ -111,6 +51,7 @@ def markdown(results: dict[str, Any], images: dict[str, Path], docs: Path) -> st
     s = env = results
     m = env["machine"]
     b = results["batcher"]
+    goals = s["goals"]
     lines = [
         "## Speed (written by `prodcat bench`; regenerate, don't edit)",
         "",
@@ -120,37 +61,60 @@ def markdown(results: dict[str, Any], images: dict[str, Path], docs: Path) -> st
         f"(shared machine: ratios, measured side by side, matter more than absolute figures)",
         f"- **Versions**: Python {env['python']}, "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        f"- **Model**: `{results['model']['path']}` ({results['model']['fingerprint']}); "
-        f"provider {env['providers']}; batcher max_batch_size {b['max_batch_size']}, "
-        f"max_delay_ms {b['max_delay_ms']:g}",
+        f"- **Model**: `{results['model']['path']}` ({results['model']['fingerprint']}, "
+        f"{results['model']['precision']}); provider {env['providers']}; batcher "
+        f"max_batch_size {b['max_batch_size']}, max_delay_ms {b['max_delay_ms']:g}; "
+        f"{results['plan'].get('distinct_products', 'n/a')} distinct products "
+        "(the test split's rows with a photo when the data file is the bundle's)",
         "",
         "### Goals",
         "",
         "| goal | measured | met |",
         "| --- | --- | --- |",
+    ]
+    if s.get("cascade_e2e_items_per_s"):
+        lines += [
+            f"| worker with the cascade ≥ 3 × always fusing, end to end "
+            f"| {_f(s['cascade_over_fused_e2e'], 2)} ({_f(s['cascade_e2e_items_per_s'])} / "
+            f"{_f(s['fused_e2e_items_per_s'])} items/s; "
+            f"{_f(_pct(s['cascade_text_share']))}% decided by text) "
+            f"| {_yes(goals['cascade_over_fused_e2e >= 3'])} |",
+            f"| cascade ≤ 0.3 points below always fusing (test split, finest level) "
+            f"| {_f(_pct(s['cascade_accuracy_drop']), 2)} points "
+            f"| {_yes(goals['cascade_accuracy_drop <= 0.003'])} |",
+        ]
+    lines += [
         f"| end to end ≥ 0.8 × model only ({results['model']['precision']}, featurising "
-        f"included, at the mean batch "
-        f"the batcher formed: {_f(s['batch_size_mean'])}) | {_f(s['e2e_over_model_only'], 2)} "
+        f"included, at the mean batch the batcher formed: {_f(s['batch_size_mean'])}) "
+        f"| {_f(s['e2e_over_model_only'], 2)} "
         f"({_f(s['e2e_items_per_s'])} / {_f(s['model_only_items_per_s'])} items/s) "
-        f"| {_yes(s['goals']['e2e_over_model_only >= 0.8'])} |",
-        f"| micro-batched worker ≥ 1.5 × naive loop | {_f(s['batched_over_naive'], 2)} "
-        f"({_f(s['e2e_items_per_s'])} / {_f(s['naive_items_per_s'])} items/s) "
-        f"| {_yes(s['goals']['batched_over_naive >= 1.5'])} |",
+        f"| {_yes(goals['e2e_over_model_only >= 0.8'])} |",
+        f"| micro-batched worker ≥ 1.5 × naive loop (always fusing, one message at a time) "
+        f"| {_f(s['batched_over_naive'], 2)} "
+        f"({_f(s['e2e_items_per_s'])} / {_f(s['naive_items_per_s'])} items/s; the worker "
+        f"always fusing: {_f(s.get('fused_over_naive'), 2)}) "
+        f"| {_yes(goals['batched_over_naive >= 1.5'])} |",
         f"| p99 at 50% load ≤ max_delay_ms + 3 × one full batch "
         f"({b['max_delay_ms']:g} + 3 × {_f(s['full_batch_inference_ms'])} ms) "
         f"| {_f(s['p99_ms_at_50pct'])} ms ≤ {_f(s['p99_bound_ms'])} ms "
-        f"| {_yes(s['goals']['p99_at_50pct <= bound'])} |",
+        f"| {_yes(goals['p99_at_50pct <= bound'])} |",
         "",
         f"CPU per item, which the machine's load moves far less: model only "
         f"{_f(s.get('model_only_cpu_ms_per_item'))} ms, worker end to end "
-        f"{_f(s.get('e2e_cpu_ms_per_item'))} ms (×{_f(s.get('e2e_cpu_over_model_only_cpu'), 2)}), "
-        f"naive loop {_f(s.get('naive_cpu_ms_per_item'))} ms.",
+        f"{_f(s.get('e2e_cpu_ms_per_item'))} ms (×{_f(s.get('e2e_cpu_over_model_only_cpu'), 2)})"
+        + (
+            f", the worker always fusing {_f(s.get('fused_e2e_cpu_ms_per_item'))} ms"
+            if s.get("cascade_e2e_items_per_s")
+            else ""
+        )
+        + f", naive loop {_f(s.get('naive_cpu_ms_per_item'))} ms.",
         "",
     ]
     lines += _model_table(results.get("model_only"), images.get("throughput"), docs)
     lines += _stream_table(results)
     lines += _latency_table(results.get("latency"), images.get("latency"), docs)
-    lines += _accuracy_table(results.get("accuracy"))
+    lines += _accuracy_table(results.get("accuracy"), images.get("accuracy"), docs)
+    lines += image_path_table(results.get("image_path"))
     lines += _guarantees_table(results.get("guarantees"))
     return "\n".join(lines)
 
@@ -158,16 +122,18 @@ def markdown(results: dict[str, Any], images: dict[str, Path], docs: Path) -> st
 def _model_table(points: Any, image: Path | None, docs: Path) -> list[str]:
     if not points:
         return []
-    series = _series(points)
+    series = model_series(points)
     keys = list(series)
     lines = [
         "### 1. Model-only ceiling (ONNX Runtime, items/s)",
         "",
         "`precomputed`: features made beforehand, inference only. `featurised`: featurise "
-        "(worker's thread-pool size) + collate + inference per batch. int8: dynamic, "
-        "per channel.",
+        "(worker's thread-pool size) + collate + inference per batch. Paths of a split "
+        "bundle: `fused` runs every encoder the product has, `cascade` the title first and "
+        "the photo only for the products it does not decide, `text` the title alone. int8 "
+        "of a format-1 bundle: dynamic, per channel, made on the fly.",
         "",
-        "| batch | " + " | ".join(f"{p} {mode}" for p, mode in keys) + " |",
+        "| batch | " + " | ".join(f"{path} {p} {mode}" for p, path, mode in keys) + " |",
         "| ---: | " + " | ".join("---:" for _ in keys) + " |",
     ]
     sizes = sorted({size for v in series.values() for size, _ in v})
@@ -181,37 +147,49 @@ def _model_table(points: Any, image: Path | None, docs: Path) -> list[str]:
 
 
 def _stream_table(results: dict[str, Any]) -> list[str]:
-    e2e, naive = results.get("e2e"), results.get("naive")
+    e2e, fused, naive = results.get("e2e"), results.get("e2e_fused"), results.get("naive")
     if not e2e and not naive:
         return []
     lines = [
         "### 2-3. End to end (embedded broker, one worker process) vs the naive loop",
         "",
         "Products with the photo inline, published as fast as the producer goes after a "
-        "warm-up burst; items/s from the first to the last outcome received.",
+        "warm-up burst; items/s from the first to the last outcome received, over three "
+        "bursts per pipeline, the pipelines taking turns.",
         "",
-        "| pipeline | products | seconds | items/s | process CPU ms per item |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| pipeline | products | seconds | items/s | process CPU ms per item | decided by text |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, part in (("worker (micro-batched)", e2e), ("naive kafka-python loop", naive)):
+    named = (
+        ("worker (micro-batched)" + (", cascade on" if fused else ""), e2e),
+        ("worker (micro-batched), cascade off", fused),
+        ("naive kafka-python loop (always fusing)", naive),
+    )
+    for name, part in named:
         if part:
+            decided = part.get("decided_by") or {}
+            total = sum(decided.values())
+            share = f"{decided.get('text', 0) / total:.1%}" if total else "—"
             lines.append(
                 f"| {name} | {part['items']} | {_f(part['seconds'])} | {_f(part['items_per_s'])} "
-                f"| {_f(part.get('cpu_ms_per_item'))} |"
+                f"| {_f(part.get('cpu_ms_per_item'))} | {share} |"
             )
-    batches = (e2e or {}).get("batch_size")
-    if batches and batches["count"]:
-        lines += [
-            "",
-            f"Batches the worker's batcher formed: {batches['count']}, mean size "
-            f"{_f(batches['mean'])}; mean inference per batch in the worker "
-            f"{_f(e2e.get('inference_ms_mean'))} ms.",
-            "",
-            "| batch size ≤ | batches |",
-            "| ---: | ---: |",
-        ]
-        lines += [f"| {_bucket(le)} | {n} |" for le, n in batches["buckets"].items() if n]
     lines.append("")
+    for name, part in named[:2]:
+        if part and part.get("graphs"):
+            lines += [
+                f"Batches each graph's batcher formed ({name}):",
+                "",
+                "| graph | batches | mean size | mean inference ms |",
+                "| --- | ---: | ---: | ---: |",
+            ]
+            for graph, figures in part["graphs"].items():
+                batches = figures["batch_size"]
+                lines.append(
+                    f"| `{graph}` | {batches['count']} | {_f(batches['mean'])} "
+                    f"| {_f(figures['inference_ms_mean'])} |"
+                )
+            lines.append("")
     return lines
 
 
@@ -240,7 +218,7 @@ def _latency_table(levels: Any, image: Path | None, docs: Path) -> list[str]:
     return lines
 
 
-def _accuracy_table(rows: Any) -> list[str]:
+def _accuracy_table(rows: Any, image: Path | None, docs: Path) -> list[str]:
     if not rows:
         return []
     lines = [
@@ -251,18 +229,19 @@ def _accuracy_table(rows: Any) -> list[str]:
         "bundle ships. Add a bundle with `prodcat bench --section accuracy --compare DIR` "
         "(repeatable).",
         "",
-        "| bundle | encoders | head | graph | accuracy per level | items/s (model) "
+        "| bundle | path | encoders | head | graphs | accuracy per level | items/s (model) "
         "| items/s (featurised) | ms/item |",
-        "| --- | --- | --- | --- | --- | ---: | ---: | ---: |",
+        "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| `{r['bundle']}` | — | — | — | {r['error']} | | | |")
+            lines.append(f"| `{r['bundle']}` | — | — | — | — | {r['error']} | | | |")
             continue
         acc = r["accuracy"]
         accuracy = " / ".join(f"{v:.3f}" for v in acc.values()) if acc else "not evaluated"
         lines.append(
-            f"| `{Path(r['bundle']).name}` | {', '.join(r['encoders'])} | {r['head']} "
+            f"| `{Path(r['bundle']).name}` | {r.get('path', 'fused')} | "
+            f"{', '.join(r['encoders'])} | {r['head']} "
             f"| {r['precision']} | {accuracy} | {_f(r['items_per_s'])} "
             f"| {_f(r['featurised_items_per_s'])} | {_f(r['ms_per_item'], 2)} |"
         )
@@ -270,6 +249,8 @@ def _accuracy_table(rows: Any) -> list[str]:
     if levels:
         lines += ["", f"Accuracy levels: {' / '.join(levels)}."]
     lines.append("")
+    if image:
+        lines += [f"![accuracy against speed]({_rel(image, docs)})", ""]
     return lines
 
 
@@ -277,7 +258,7 @@ def _guarantees_table(found: Any) -> list[str]:
     if not found:
         return []
     lines = [
-        "### 6. Exactly once vs at least once (Apache Kafka, one node, one worker)",
+        "### 7. Exactly once vs at least once (Apache Kafka, one node, one worker)",
         "",
         "Burst as in 2; latency at half the at-least-once throughput, publish -> outcome "
         "visible (exactly once: to a read_committed reader, i.e. once its transaction "
@@ -303,8 +284,76 @@ def _guarantees_table(found: Any) -> list[str]:
     return lines
 
 
-def _bucket(le: str) -> str:
-    return le if le == "+Inf" else f"{float(le):g}"
+def image_path_table(image: Any) -> list[str]:
+    """Item 6: each step of the cheaper image path, before and after."""
+    if not image:
+        return []
+    d = image["decode"]
+    lines = [
+        "### 6. The image path, step by step",
+        "",
+        f"Decode + encoder input per photo ({d['photos']} photos; enlarged: {ENLARGED}, "
+        f"{d['enlarged_size'][0]}×{d['enlarged_size'][1]} pixels), full decode against "
+        f"draft mode (`image.decode` `draft_size` {d['draft_size']}):",
+        "",
+        "| photos | full decode ms (CPU) | draft mode ms (CPU) |",
+        "| --- | ---: | ---: |",
+    ]
+    for name in ("original", "enlarged"):
+        lines.append(
+            f"| {name} | {_f(d[f'{name}_full_ms'], 2)} ({_f(d[f'{name}_full_cpu_ms'], 2)}) "
+            f"| {_f(d[f'{name}_draft_ms'], 2)} ({_f(d[f'{name}_draft_cpu_ms'], 2)}) |"
+        )
+    lines += [
+        "",
+        f"Encoder input, draft against full decode of the enlarged photos: mean absolute "
+        f"difference {d['mean_input_diff']:.4f}, largest {d['max_input_diff']:.3f} "
+        "(inputs span [-1, 1]).",
+        "",
+    ]
+    q = image.get("int8")
+    if q:
+        lines += [
+            f"Image encoder graph `{q['graph']}` at batch {q['batch_size']} (shipped "
+            f"{q['shipped']}), against a static int8 copy (QDQ, per channel, calibrated on "
+            "other bench photos):",
+            "",
+            "| graph | items/s | CPU ms per item |",
+            "| --- | ---: | ---: |",
+            *(
+                f"| {p} | {_f(q[p]['items_per_s'])} | {_f(q[p]['cpu_ms_per_item'], 2)} |"
+                for p in ("fp32", "int8")
+            ),
+            "",
+            f"Embedding cosine int8 to fp32: mean {q['cosine_mean']:.4f}, "
+            f"min {q['cosine_min']:.4f}.",
+            "",
+        ]
+    c = image.get("cache")
+    if c:
+        lines += [
+            f"Image embedding cache, the worker's runtime without Kafka, cascade off, "
+            f"{c['products']} products (each photo twice, the second time republished):",
+            "",
+            "| cache | items/s | CPU ms per item | hit ratio |",
+            "| --- | ---: | ---: | ---: |",
+            *(
+                f"| {name} | {_f(c[name]['items_per_s'])} | "
+                f"{_f(c[name]['cpu_ms_per_item'], 2)} | "
+                f"{_share(c[name]['hit_ratio'])} |"
+                for name in ("off", "on")
+            ),
+            "",
+        ]
+    return lines
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else value * 100
 
 
 def _f(value: float | None, digits: int = 1) -> str:

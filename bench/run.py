@@ -3,6 +3,9 @@
 Order matters: the model-only points give the full-batch inference time (the p99 bound)
 and the ceiling; the end-to-end burst gives the capacity the latency loads are fractions
 of, and the batch sizes the worker formed, at which the ceiling is read for the ratio.
+With a bundle that has a cascade, the end-to-end section runs the worker twice on the same
+products: as configured (``cascade = "auto"``, the default) and with ``cascade = "off"``
+(always fusing), one after the other in the same run.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import accuracy, guarantees, model_only, stream
+from bench import accuracy, guarantees, image_path, model_only, stream
 from bench.data import as_messages, cycle, photo_products
 from bench.environment import describe
+from bench.summary import summarise
+from bench.worker_metrics import merged
 from prodcat.core.settings import Settings
 from prodcat.kafka.clients import wait_for_broker
 from prodcat.kafka.embedded import EmbeddedBroker
 from prodcat.model.bundle import ModelBundle
 
-SECTIONS = ("model", "e2e", "naive", "latency", "accuracy", "guarantees")
+SECTIONS = ("model", "e2e", "naive", "latency", "accuracy", "image", "guarantees")
 LOADS = (0.25, 0.5, 0.75)
+ROUNDS = 3  # bursts per pipeline in the end-to-end section, the pipelines taking turns
 FULL_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -94,27 +100,32 @@ def run(settings: Settings, plan: Plan, console: Console) -> dict[str, Any]:
             "providers": plan.providers,
         },
     }
-    products = photo_products(plan.data, max(plan.products, max(plan.batch_sizes)))
+    products = photo_products(plan.data, max(plan.products, max(plan.batch_sizes)), bundle)
+    results["plan"]["distinct_products"] = len(products)
     with _progress(console) as progress:
         if "model" in plan.sections:
             results["model_only"] = _model_only(bundle, products, plan, settings, progress)
         streaming = {"e2e", "naive", "latency"} & set(plan.sections)
         if streaming:
-            results |= _streaming(settings, plan, products, streaming, progress)
+            cascade = model_only.CASCADE in model_only.paths_of(bundle)
+            results |= _streaming(settings, plan, products, streaming, progress, cascade)
         if "accuracy" in plan.sections:
             own = results.get("model_only")
             results["accuracy"] = accuracy.table(
                 [plan.model, *plan.compare], own, settings, products, plan, progress
             )
+        if "image" in plan.sections and bundle.split:
+            results["image_path"] = image_path.measure(bundle, products, settings, plan, progress)
         if "guarantees" in plan.sections:
             results["guarantees"] = _guarantees(settings, plan, products, progress)
-    return summarise(results, settings) | results
+    return summarise(results, settings, bundle) | results
 
 
 def _model_only(
     bundle: ModelBundle, products: list[Any], plan: Plan, settings: Settings, progress: Progress
 ) -> list[dict[str, Any]]:
-    total = len(plan.precisions) * 2 * len(plan.batch_sizes)
+    kinds = 1 if bundle.split else len(plan.precisions)
+    total = kinds * len(model_only.paths_of(bundle)) * 2 * len(plan.batch_sizes)
     task = progress.add_task("1 model-only ceiling", total=total)
     points = model_only.measure(
         bundle,
@@ -137,37 +148,43 @@ def _streaming(
     products: list[Any],
     sections: set[str],
     progress: Progress,
+    cascade: bool,
 ) -> dict[str, Any]:
+    """Sections 2-4. The pipelines measured against each other (the worker as configured,
+    the worker always fusing, the naive loop) run at the same time on their own topics and
+    take turns: ``ROUNDS`` bursts each, one pipeline after the other, so a change in the
+    shared machine's load falls on all of them alike instead of on whichever ran last."""
     out: dict[str, Any] = {}
-    measured = cycle(products, plan.products)
     with (
         tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp,
         EmbeddedBroker() as broker,
+        contextlib.ExitStack() as stack,
     ):
         wait_for_broker(broker.bootstrap, 30, settings)
         workdir = Path(tmp)
+        bootstrap = broker.bootstrap
+        targets: dict[str, tuple[str, Any]] = {}
         if sections & {"e2e", "latency"}:
-            with (
-                stream.worker_target(
-                    settings, broker.bootstrap, plan.model, workdir, plan.providers
-                ) as target,
-                stream.Runner(target, plan.timeout_s) as runner,
-            ):
-                out["e2e"] = _burst(runner, products, measured, plan, progress, "2 end to end")
-                if "latency" in sections:
-                    out["latency"] = _loads(
-                        runner, products, out["e2e"]["items_per_s"], plan, progress
-                    )
+            target = stream.worker_target(settings, bootstrap, plan.model, workdir, plan.providers)
+            targets["e2e"] = ("2 end to end", target)
+        if "e2e" in sections and cascade:
+            off = {"PRODCAT_WORKER__CASCADE": "off"}
+            target = stream.worker_target(
+                settings, bootstrap, plan.model, workdir, plan.providers, "fused", off
+            )
+            targets["e2e_fused"] = ("2 end to end, fusing", target)
         if "naive" in sections:
-            with (
-                stream.naive_target(
-                    settings, broker.bootstrap, plan.model, workdir, plan.providers
-                ) as target,
-                stream.Runner(target, plan.timeout_s) as runner,
-            ):
-                out["naive"] = _burst(
-                    runner, products, measured, plan, progress, "3 naive baseline"
-                )
+            target = stream.naive_target(settings, bootstrap, plan.model, workdir, plan.providers)
+            targets["naive"] = ("3 naive baseline", target)
+        runners = {
+            key: stack.enter_context(stream.Runner(stack.enter_context(target), plan.timeout_s))
+            for key, (_, target) in targets.items()
+        }
+        titles = {key: title for key, (title, _) in targets.items()}
+        out |= _take_turns(runners, titles, products, plan, progress)
+        if "latency" in sections:
+            capacity = out["e2e"]["items_per_s"]
+            out["latency"] = _loads(runners["e2e"], products, capacity, plan, progress)
     return out
 
 
@@ -185,19 +202,31 @@ def _guarantees(
         return guarantees.measure(settings, bootstrap, plan, products, Path(tmp), task)
 
 
-def _burst(
-    runner: stream.Runner,
+def _take_turns(
+    runners: dict[str, stream.Runner],
+    titles: dict[str, str],
     products: list[Any],
-    measured: list[Any],
     plan: Plan,
     progress: Progress,
-    title: str,
 ) -> dict[str, Any]:
-    task = progress.add_task(title, total=len(measured))
-    warmup = as_messages(cycle(products, plan.warmup, len(measured)))
-    return stream.throughput(
-        runner, warmup, as_messages(measured), lambda n: progress.advance(task, n)
-    )
+    """Each pipeline's throughput over ``ROUNDS`` bursts, the pipelines taking turns."""
+    measured = cycle(products, plan.products)
+    size = math.ceil(len(measured) / ROUNDS)
+    tasks = {key: progress.add_task(titles[key], total=len(measured)) for key in runners}
+    parts: dict[str, list[dict[str, Any]]] = {key: [] for key in runners}
+    for start in range(0, len(measured), size):
+        burst = measured[start : start + size]
+        for key, runner in runners.items():
+            warmup = as_messages(cycle(products, 0 if start else plan.warmup, len(measured)))
+            parts[key].append(
+                stream.throughput(
+                    runner,
+                    warmup,
+                    as_messages(burst),
+                    lambda n, task=tasks[key]: progress.advance(task, n),
+                )
+            )
+    return {key: merged(results) for key, results in parts.items()}
 
 
 def _loads(
@@ -214,64 +243,6 @@ def _loads(
             | stream.latency(runner, messages, rate, lambda n, t=task: progress.advance(t, n))
         )
     return found
-
-
-def summarise(results: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The headline figures and the three goals, from whatever sections ran (None: not run)."""
-    points = [model_only.Point(**p) for p in results.get("model_only", [])]
-    served = results["model"]["precision"]  # the ratios compare the graph the worker runs
-    e2e = results.get("e2e") or {}
-    naive = results.get("naive") or {}
-    batch_mean = (e2e.get("batch_size") or {}).get("mean")
-    model_rate = (
-        model_only.rate_at(points, served, model_only.FEATURISED, batch_mean)
-        if points and batch_mean
-        else None
-    )
-    model_cpu = (
-        model_only.cpu_at(points, served, model_only.FEATURISED, batch_mean)
-        if points and batch_mean
-        else None
-    )
-    full_batch = settings.worker.max_batch_size
-    full_batch_ms = model_only.batch_ms(points, full_batch, served) if points else None
-    bound = settings.worker.max_delay_ms + 3 * full_batch_ms if full_batch_ms else None
-    at_half = next((r for r in results.get("latency", []) if r["load"] == 0.5), None)
-    p99 = at_half["p99_ms"] if at_half else None
-    e2e_rate, naive_rate = e2e.get("items_per_s"), naive.get("items_per_s")
-    ceiling = max((p.items_per_s for p in points if p.precision == served), default=None)
-    summary = {
-        "model_only_items_per_s": model_rate,
-        "model_only_ceiling_items_per_s": ceiling,
-        "e2e_items_per_s": e2e_rate,
-        "naive_items_per_s": naive_rate,
-        "e2e_over_model_only": _ratio(e2e_rate, model_rate),
-        "batched_over_naive": _ratio(e2e_rate, naive_rate),
-        "p99_ms_at_50pct": p99,
-        "p99_bound_ms": bound,
-        "full_batch_inference_ms": full_batch_ms,
-        "batch_size_mean": batch_mean,
-        # CPU per item moves far less with the machine's load than items/s: the pipeline's
-        # own cost (Kafka clients, Faust, JSON, validation) is e2e CPU over model-only CPU.
-        "model_only_cpu_ms_per_item": model_cpu,
-        "e2e_cpu_ms_per_item": e2e.get("cpu_ms_per_item"),
-        "naive_cpu_ms_per_item": naive.get("cpu_ms_per_item"),
-        "e2e_cpu_over_model_only_cpu": _ratio(e2e.get("cpu_ms_per_item"), model_cpu),
-    }
-    summary["goals"] = {
-        "e2e_over_model_only >= 0.8": _met(summary["e2e_over_model_only"], 0.8),
-        "batched_over_naive >= 1.5": _met(summary["batched_over_naive"], 1.5),
-        "p99_at_50pct <= bound": None if p99 is None or bound is None else p99 <= bound,
-    }
-    return summary
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
-
-
-def _met(value: float | None, goal: float) -> bool | None:
-    return None if value is None else value >= goal
 
 
 @contextlib.contextmanager

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
+from bench.worker_metrics import histogram_delta, parse_metrics
 from prodcat.core.settings import REPO_ROOT, Settings
 from prodcat.core.stats import percentile
 from prodcat.kafka.clients import consumer as kafka_consumer
@@ -192,46 +192,12 @@ class Target:
             return None
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def batch_histogram(self) -> dict[str, Any] | None:
-        """The worker's batch-size and inference histograms from /metrics (None: naive)."""
+    def scrape(self) -> dict[str, Any] | None:
+        """The worker's histograms and counters from /metrics (None: the naive loop)."""
         if not isinstance(self.process, WorkerProcess):
             return None
         _, body = self.process.get("/metrics")
-        return parse_histograms(body.decode())
-
-
-def parse_histograms(text: str) -> dict[str, Any]:
-    """{metric: {"buckets": {le: cumulative count}, "sum": s, "count": n}} of histograms."""
-    found: dict[str, Any] = {}
-    for family in text_string_to_metric_families(text):
-        if family.type != "histogram":
-            continue
-        entry: dict[str, Any] = {"buckets": {}, "sum": 0.0, "count": 0.0}
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                entry["buckets"][sample.labels["le"]] = sample.value
-            elif sample.name.endswith("_sum"):
-                entry["sum"] = sample.value
-            elif sample.name.endswith("_count"):
-                entry["count"] = sample.value
-        found[family.name] = entry
-    return found
-
-
-def histogram_delta(before: dict[str, Any], after: dict[str, Any], name: str) -> dict[str, Any]:
-    """Counts per bucket (not cumulative), count and mean of ``name`` between two scrapes."""
-    b, a = before.get(name), after.get(name)
-    if not a:
-        return {"buckets": {}, "count": 0, "mean": None}
-    b = b or {"buckets": {}, "sum": 0.0, "count": 0.0}
-    per_bucket, previous = {}, 0.0
-    for le, cumulative in a["buckets"].items():
-        total = cumulative - b["buckets"].get(le, 0.0)
-        per_bucket[le] = int(round(total - previous))
-        previous = total
-    count = a["count"] - b["count"]
-    mean = (a["sum"] - b["sum"]) / count if count else None
-    return {"buckets": per_bucket, "count": int(count), "mean": mean}
+        return parse_metrics(body.decode())
 
 
 @contextlib.contextmanager
@@ -241,27 +207,29 @@ def worker_target(
     model: Path,
     workdir: Path,
     providers: str,
-    guarantee: str = "at_least_once",
+    name: str = "worker",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Target]:
-    """``prodcat worker`` as a child process on fresh topics, ready."""
-    settings = topic_settings(settings, f"bench-worker-{guarantee}")
+    """``prodcat worker`` as a child process on fresh topics (``bench-<name>-...``), ready;
+    ``extra_env``: worker settings of this run (``PRODCAT_WORKER__CASCADE=off``)."""
+    settings = topic_settings(settings, f"bench-{name}")
     ensure_topics(settings, bootstrap)
     topics = settings.topics
     env = {
         "PRODCAT_CACHE_DIR": str(workdir / "worker-cache"),
-        "PRODCAT_WORKER__GROUP_ID": f"prodcat-bench-{os.getpid()}-{guarantee}",
+        "PRODCAT_WORKER__GROUP_ID": f"prodcat-bench-{os.getpid()}-{name}",
         "PRODCAT_WORKER__PROVIDERS": providers,
         "PRODCAT_TOPICS__PRODUCTS": topics.products,
         "PRODCAT_TOPICS__CATEGORIES": topics.categories,
         "PRODCAT_TOPICS__DLQ": topics.dlq,
         "PRODCAT_LOG_LEVEL": "WARNING",
-        "PRODCAT_WORKER__PROCESSING_GUARANTEE": guarantee,
+        **(extra_env or {}),
     }
-    log_path = workdir / f"worker-{guarantee}.log"
+    log_path = workdir / f"{name}.log"
     worker = WorkerProcess(model, bootstrap, log_path, env).start()
     try:
         worker.wait_ready(180)
-        yield Target("worker", settings, bootstrap, worker, log_path)
+        yield Target(name, settings, bootstrap, worker, log_path)
     finally:
         worker.stop()
 
@@ -328,13 +296,14 @@ class Runner:
 def throughput(
     runner: Runner, warmup: list[Message], messages: list[Message], tick: Tick
 ) -> dict[str, Any]:
-    """Outcomes/s of a burst, and (worker) the batches the batcher formed meanwhile."""
+    """Outcomes/s of a burst, and (worker) the batches each graph's batcher formed and the
+    products each cascade path decided meanwhile."""
     runner.send_and_wait(warmup, lambda _n: None)
-    before = runner.target.batch_histogram()
+    before = runner.target.scrape()
     cpu_before = runner.target.cpu_seconds()
     _, arrived = runner.send_and_wait(messages, tick)
     cpu_after = runner.target.cpu_seconds()
-    after = runner.target.batch_histogram()
+    after = runner.target.scrape()
     times = sorted(arrived.values())
     span = times[-1] - times[0]
     result: dict[str, Any] = {
@@ -348,9 +317,19 @@ def throughput(
         ),
     }
     if before is not None and after is not None:
-        result["batch_size"] = histogram_delta(before, after, "prodcat_batch_size")
-        inference = histogram_delta(before, after, "prodcat_inference_seconds")
-        result["inference_ms_mean"] = inference["mean"] * 1000 if inference["mean"] else None
+        graphs = sorted(k.split("/", 1)[1] for k in after if k.startswith("prodcat_batch_size/"))
+        result["graphs"] = {}
+        for graph in graphs:
+            inference = histogram_delta(before, after, f"prodcat_inference_seconds/{graph}")
+            result["graphs"][graph] = {
+                "batch_size": histogram_delta(before, after, f"prodcat_batch_size/{graph}"),
+                "inference_ms_mean": inference["mean"] * 1000 if inference["mean"] else None,
+            }
+        result["decided_by"] = {
+            path: after.get(f"prodcat_decisions_total/{path}", 0.0)
+            - before.get(f"prodcat_decisions_total/{path}", 0.0)
+            for path in ("text", "full")
+        }
     return result
 
 

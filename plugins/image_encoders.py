@@ -52,6 +52,9 @@ class ImageEncoder(Encoder):
         size = self.config["image_size"]
         return [InputSpec("pixels", "float32", (3, size, size)), mask_spec()]
 
+    def has_modality(self, product: Product) -> bool:
+        return product.get(IMAGE_KEY) is not None
+
     def featurize(self, product: Product) -> dict[str, np.ndarray]:
         image = product.get(IMAGE_KEY)
         if image is None:

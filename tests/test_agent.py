@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -31,7 +30,7 @@ IDENTITY = {"name": "stub", "version": "1", "fingerprint": "0123456789abcdef"}
 class StubModel:
     """Scores by title words: 'unsure' -> low confidence, 'explode' -> the batch fails."""
 
-    session = SimpleNamespace(providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
 
     def identity(self) -> dict[str, str]:
         return IDENTITY
@@ -163,6 +162,7 @@ def test_product_becomes_an_assignment_acked_only_after_publish(plugin_manager: 
         assert assignment["model"]["fingerprint"] == IDENTITY["fingerprint"]
         assert [c["label"] for c in assignment["category_path"]] == ["Apparel", "Topwear"]
         assert assignment["needs_review"] is False
+        assert assignment["decided_by"] == "full"  # a format-1 model: no cascade
 
     with_agent(body, plugin_manager)
 

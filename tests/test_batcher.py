@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -206,16 +207,21 @@ def test_poisoned_item_fails_alone_and_its_batch_mates_succeed() -> None:
 
 def test_broken_model_fails_every_item_but_not_the_batcher() -> None:
     class Broken(Recorder):
+        broken = True
+
         def infer(self, batch: list[int]) -> list[int]:
-            raise RuntimeError("no GPU memory")
+            if self.broken:
+                raise RuntimeError("no GPU memory")
+            return super().infer(batch)
 
     async def scenario() -> None:
         cfg = BatcherConfig(max_batch_size=4, max_delay_ms=600_000)
-        async with MicroBatcher(Broken(), cfg) as batcher:
+        model = Broken()
+        async with MicroBatcher(model, cfg) as batcher:
             futures = [await batcher.submit(i) for i in range(4)]
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
             assert all(isinstance(o, InferenceError) for o in outcomes)
-            batcher.use_model(Recorder())
+            model.broken = False
             assert await asyncio.gather(*[batcher.run(i) for i in range(4)]) == [0, 2, 4, 6]
 
     run(scenario())
@@ -318,18 +324,27 @@ def test_observer_sees_every_item_once() -> None:
     assert len(observer.waits) == 10 and all(w >= 0 for w in observer.waits)
 
 
-def test_swapped_model_serves_later_batches() -> None:
-    class Triple(Recorder):
-        def infer(self, batch: list[int]) -> list[int]:
-            return [x * 3 for x in batch]
+def test_batchers_can_share_one_inference_thread() -> None:
+    """Split bundles run a batcher per graph; sharing the executors, graphs take turns."""
 
-    async def scenario() -> None:
-        async with MicroBatcher(Recorder(), BatcherConfig(max_batch_size=1)) as batcher:
-            assert await batcher.run(2) == 4
-            batcher.use_model(Triple())
-            assert await batcher.run(2) == 6
+    async def scenario() -> tuple[Recorder, Recorder]:
+        pool = ThreadPoolExecutor(2)
+        infer = ThreadPoolExecutor(1)
+        first, second = Recorder(), Recorder()
+        cfg = BatcherConfig(max_batch_size=4, max_delay_ms=1)
+        async with (
+            MicroBatcher(first, cfg, executors=(pool, infer)) as a,
+            MicroBatcher(second, cfg, executors=(pool, infer)) as b,
+        ):
+            results = await asyncio.gather(*[a.run(i) for i in range(6)], b.run(10))
+            assert results == [0, 2, 4, 6, 8, 10, 20]
+        infer.submit(lambda: None).result()  # still open: the caller owns and shuts them
+        pool.shutdown()
+        infer.shutdown()
+        return first, second
 
-    run(scenario())
+    first, second = run(scenario())
+    assert first.infer_threads == second.infer_threads and len(first.infer_threads) == 1
 
 
 def test_config_refuses_nonsense() -> None:
@@ -349,3 +364,36 @@ def test_running_reflects_the_lifecycle() -> None:
         assert not batcher.running
 
     run(scenario())
+
+
+def test_ready_inputs_skip_the_featurize_pool() -> None:
+    """A graph stage's items are model inputs already: no featurize call, and the stacking
+    happens in the inference thread, not behind other work queued in the pool."""
+
+    class Ready(Recorder):
+        inputs_ready = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.collate_threads: set[int] = set()
+
+        def featurize(self, item: int) -> int:
+            raise AssertionError("featurize must not be called for ready inputs")
+
+        def collate(self, features: list[int]) -> list[int]:
+            self.collate_threads.add(threading.get_ident())
+            if 13 in features:
+                raise ValueError("cannot stack 13")
+            return list(features)
+
+    async def scenario() -> tuple[Ready, list[Any]]:
+        model = Ready()
+        cfg = BatcherConfig(max_batch_size=3, max_delay_ms=600_000)
+        async with MicroBatcher(model, cfg) as batcher:
+            futures = [await batcher.submit(i) for i in (12, 13, 14)]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        return model, outcomes
+
+    model, outcomes = run(scenario())
+    assert outcomes[0] == 24 and outcomes[2] == 28 and isinstance(outcomes[1], InferenceError)
+    assert model.collate_threads == model.infer_threads and len(model.infer_threads) == 1

@@ -39,11 +39,13 @@ def test_tally_scores_levels_and_counts_dead_letters() -> None:
     sent = tally.first_sent or 0
     truth = {"master": "Apparel", "sub": "Topwear"}
     assert tally.assignment(assignment("a", ["Apparel", "Topwear"], 5), sent + 0.1, truth)
-    assert not tally.assignment(assignment("b", ["Apparel", "Shoes"], 7), sent + 0.3, truth)
+    decided = assignment("b", ["Apparel", "Shoes"], 7) | {"decided_by": "text"}
+    assert not tally.assignment(decided, sent + 0.3, truth)
     tally.dead_letter(b"bad", "schema", "$.title: must be string", sent + 0.2)
     summary = tally.summary()
     assert summary["outcomes"] == 3 and summary["assigned"] == 2 and summary["dead_letters"] == 1
     assert summary["accuracy"] == {"master": 1.0, "sub": 0.5}
+    assert summary["decided_by"] == {"full": 1, "text": 1}
     assert summary["dead_letters_by_reason"] == {"schema: $.title: must be string": 1}
     assert summary["worker_latency_ms"]["p50"] == 5
     assert summary["latency_ms"]["p99"] == pytest.approx(300, abs=1)

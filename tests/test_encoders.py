@@ -46,6 +46,15 @@ def test_featurize_matches_input_spec_exactly(encoder: Encoder, products: list[d
 
 
 @pytest.mark.parametrize("encoder", all_encoders(), ids=lambda e: e.name)
+def test_the_cheap_modality_check_agrees_with_featurize(
+    encoder: Encoder, products: list[dict]
+) -> None:
+    """The worker trusts has_modality to skip featurizing: it must say what the mask says."""
+    for product in [*products, {"title": ""}, {"title": " !? "}, {}]:
+        assert encoder.has_modality(product) == (encoder.featurize(product)[MASK_INPUT] > 0)
+
+
+@pytest.mark.parametrize("encoder", all_encoders(), ids=lambda e: e.name)
 def test_featurize_is_deterministic(encoder: Encoder, products: list[dict]) -> None:
     for product in products:
         first, second = encoder.featurize(product), encoder.featurize(product)

@@ -50,12 +50,18 @@ def photo_bundle(fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 def test_bundle_is_complete_and_parity_checked(photo_bundle: dict[str, Any]) -> None:
     out = photo_bundle["bundle"]
-    for name in ("model.onnx", "manifest.json", "metrics.json", "README.md", "training.png"):
+    files = ("head.onnx", "manifest.json", "metrics.json", "README.md", "training.png")
+    for name in files:
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(e["file"] for e in manifest["graphs"]["encoders"].values()) == [
+        "encoders/image_efficientnet_lite0.onnx",
+        "encoders/text_hashgram.onnx",
+    ]
     parity = manifest["training"]["parity"]
     assert parity["argmax_agreement"] == 1.0
     assert parity["max_abs_diff"] <= parity["atol"]
+    assert set(parity["graphs"]) == {"text_hashgram", "image_efficientnet_lite0", "head"}
     assert [i["name"] for i in manifest["inputs"]] == [
         "text_hashgram__ids",
         "text_hashgram__weights",
@@ -97,15 +103,14 @@ def test_bundle_serves_with_onnxruntime_alone(photo_bundle: dict[str, Any], fash
         f"""
         import json, sys
         from prodcat.model.bundle import ModelBundle
-        from prodcat.model.inference import create_session
+        from prodcat.model.graphs import open_graphs
         from prodcat.sources import read_source
         bundle = ModelBundle.load({str(photo_bundle["bundle"])!r})
         rows = [r for r in read_source({str(fashion)!r}, limit=40) if "image" in (r.event or {{}})]
         products = [r.event for r in rows[:3]] + [dict(rows[0].event, image=None, title="")]
         products[-1].pop("image")
-        session = create_session(bundle.model_path, "cpu", 1)
-        outputs = session.run(bundle.collate([bundle.featurize(p) for p in products]))
-        items = bundle.decode(outputs)
+        graphs = open_graphs(bundle, "cpu", 1)
+        items = bundle.decode(graphs.probs(bundle.collate([bundle.featurize(p) for p in products])))
         assert "torch" not in sys.modules, "serving imported torch"
         print(json.dumps({{"items": items, "paths": bundle.manifest["taxonomy"]["paths"]}}))
         """
@@ -183,9 +188,12 @@ def test_model_with_the_example_plugin_trains_exports_and_quantizes(
     )
     assert bundle.manifest["training"]["parity"]["argmax_agreement"] == 1.0
     quantization = bundle.manifest["training"]["quantization"]
-    assert bundle.manifest["model"]["quantized"]
+    assert bundle.precision == "mixed"  # int8 encoders, a float32 head
+    assert set(quantization["methods"].values()) == {
+        "dynamic int8 per channel (MatMul, Gemm, Gather)"
+    }
     assert len(quantization["accuracy_change"]) == len(bundle.levels)
-    assert quantization["size_bytes"] < quantization["fp32_size_bytes"]
+    assert sum(quantization["size_bytes"].values()) < sum(quantization["fp32_size_bytes"].values())
 
 
 def test_grouped_split_keeps_identical_titles_together(fashion: Path) -> None:
@@ -228,3 +236,31 @@ def test_images_only_filter(fashion: Path) -> None:
     data = load_dataset(fashion, options=DatasetOptions(limit=50, with_images_only=True))
     assert all(r.product.get("image") for r in data.records)
     assert data.report["skipped"].get("no_image", 0) > 0
+
+
+def test_a_padded_sequence_encoder_runs_cut_to_the_longest_title(
+    fashion: Path, tmp_path: Path
+) -> None:
+    """MiniLM's graph takes any sequence length; the parity check proves that a batch cut to
+    its longest title embeds exactly as the padded one, and the runner cuts it."""
+    from prodcat.model.graphs import SplitGraphs
+
+    spec = TrainSpec(
+        data=fashion,
+        out=tmp_path / "minilm",
+        dataset=DatasetOptions(limit=200, min_class_count=3),
+        encoders=[("text.minilm", {})],
+        train=FAST_TRAIN,
+        cache_dir=tmp_path / "cache",
+        evaluate=False,
+    )
+    run_training(spec)
+    bundle = ModelBundle.load(spec.out)
+    entry = bundle.manifest["graphs"]["encoders"]["text_minilm"]
+    assert entry["sequence_inputs"] == ["text_minilm__input_ids", "text_minilm__attention_mask"]
+    check = bundle.manifest["training"]["parity"]["graphs"]["text_minilm"]["trimmed"]
+    assert check["max_abs_diff"] <= check["atol"]
+    graphs = SplitGraphs(bundle, "cpu", 1)
+    batch = bundle.collate([bundle.featurize({"title": t}) for t in ("Red Shirt", "Blue Jeans")])
+    feeds = graphs.encoder_feeds("text_minilm", batch)
+    assert feeds["text_minilm__input_ids"].shape == (2, 4)  # [CLS] two words [SEP]

@@ -1,10 +1,11 @@
 """The worker end to end: embedded broker, real worker processes, a real multimodal bundle.
 
-The bundle (hashgram titles + frozen EfficientNet-Lite0 photos) is trained by the project's
-own training code on the first fashion rows with a photo and cached under the cache dir, so
-only the first run pays for it. The products published here are the *last* fashion rows
-with a photo, which that training never saw; half carry the photo inline, half by URL from
-a local server (allow-listed), plus 50 bad events of ten kinds.
+The bundle (hashgram titles + frozen EfficientNet-Lite0 photos, format 2 with its text-first
+cascade) is trained by the project's own training code on the first fashion rows with a
+photo and cached under the cache dir, so only the first run pays for it. The products
+published here are the *last* fashion rows with a photo, which that training never saw;
+half carry the photo inline, half by URL from a local server (allow-listed), plus 50 bad
+events of ten kinds.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def test_products_and_bad_events_each_end_as_exactly_one_outcome(
 
         assert worker.get("/health")[0] == 200
         assert worker.ready() is not None
-        assert worker.metric("prodcat_batch_size_count") > 0
+        assert worker.metric("prodcat_batch_size_count", {"graph": "head"}) > 0
     finally:
         code = worker.stop(signal.SIGTERM)
     assert code == 0, worker.tail()

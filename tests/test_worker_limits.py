@@ -80,7 +80,7 @@ class Target:
     def model_identity(self) -> dict[str, str]:
         return self.model.identity()  # type: ignore[attr-defined]
 
-    def use_model(self, model: object) -> None:
+    async def use_model(self, model: object) -> None:
         self.model = model
 
     def model_reloaded(self, result: str) -> str:

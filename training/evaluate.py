@@ -1,30 +1,32 @@
 """Evaluate a model bundle with ONNX Runtime alone (no torch), as the worker would run it.
 
 Predictions are the served answers: the best category path seen in training
-(``prodcat.model.bundle``), not independent per-level argmaxes. The ablation feeds the same
-rows with every non-text (``text_only``) or non-image (``image_only``) encoder's inputs
-replaced by its "missing" inputs, which is exactly what a product without a photo or
-without a title looks like to the model.
+(``prodcat.model.bundle``), not independent per-level argmaxes. The ablation answers the
+same rows with every non-text (``text_only``) or non-image (``image_only``) modality
+missing, which is exactly what a product without a photo or without a title looks like to
+the model. A bundle with a calibrated cascade (format 2) is also measured as the worker
+serves it by default: the ``cascade`` block has its accuracy, the share of rows the first
+stage decided, and its graph speed, run batch by batch as the worker runs it.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from prodcat.model.bundle import ModelBundle
+from prodcat.model.cascade import Cascade
 from prodcat.model.decoding import best_paths, path_index
-from prodcat.model.inference import create_session
+from prodcat.model.graphs import open_graphs
 from prodcat.sources import detect_format, read_source
+from prodcat.training.cascade import FIRST_STAGE
 from prodcat.training.datasets import OTHER, split_groups
+from prodcat.training.paths import CASCADE, FULL, PathProbs, run_paths
 from prodcat.training.scoring import all_levels, expected_calibration_error
 
 SPLIT_CHOICES = ("auto", "all", "train", "val", "test")
@@ -120,70 +122,89 @@ def evaluate_bundle(
     threads: int = 2,
 ) -> dict[str, Any]:
     """Metrics of the bundle on ``data``; with ``out``, also metrics.json and the plots."""
-    session = create_session(bundle.model_path, "cpu", threads)
-    pipeline = bundle.pipeline
-    variants: dict[str, list[str]] = {"fused": pipeline.slugs}
+    graphs = open_graphs(bundle, "cpu", threads)
     modality = {e["slug"]: e["modality"] for e in bundle.manifest["encoders"]}
-    for ablation, kind in ABLATIONS.items():
-        variants[ablation] = [s for s in pipeline.slugs if modality[s] == kind]
-    probs: dict[str, list[list[np.ndarray]]] = {v: [] for v in variants}
-    timing = {"featurize": 0.0, "model": 0.0}
-    n = len(data.products)
-    with ThreadPoolExecutor(threads) as pool, tqdm(total=n, desc="evaluate", unit="item") as bar:
-        for start in range(0, n, batch_size):
-            chunk = data.products[start : start + batch_size]
-            began = time.perf_counter()
-            items, _ = pipeline.featurize_many(chunk, pool)
-            batch = pipeline.collate(items)
-            timing["featurize"] += time.perf_counter() - began
-            for variant, kept in variants.items():
-                feeds = _mask_all_but(pipeline, batch, kept)
-                began = time.perf_counter()
-                outputs = session.run(feeds)
-                if variant == "fused":
-                    timing["model"] += time.perf_counter() - began
-                probs[variant].append([outputs[name] for name in bundle.output_names])
-            bar.update(len(chunk))
-    merged = {
-        v: [np.concatenate(level) for level in zip(*parts, strict=True)]
-        for v, parts in probs.items()
+    paths = {
+        ablation: [s for s in bundle.pipeline.slugs if modality[s] == kind]
+        for ablation, kind in ABLATIONS.items()
     }
-    metrics = _metrics(bundle, data, merged)
+    cascade = Cascade.from_manifest(bundle.manifest)
+    if cascade is not None:
+        paths[FIRST_STAGE] = list(cascade.first)
+    answers = run_paths(bundle, graphs, data.products, paths, batch_size, threads, cascade=cascade)
+    n = len(data.products)
+    model_seconds = sum(v for k, v in answers.seconds.items() if k in (*modality, "head:fused"))
+    model_seconds += answers.seconds.get("model:fused", 0.0)
+    metrics = _metrics(bundle, data, answers.probs)
+    if answers.decided is not None:
+        metrics["cascade"] = cascade_metrics(bundle, data, answers)
+    featurize = answers.seconds["featurize"]
     metrics.update(
         {
-            "items_per_s": n / timing["model"] if timing["model"] else None,
-            "featurize_items_per_s": n / timing["featurize"] if timing["featurize"] else None,
+            "items_per_s": n / model_seconds if model_seconds else None,
+            "featurize_items_per_s": n / featurize if featurize else None,
             "throughput": {"batch_size": batch_size, "threads": threads, "provider": "cpu"},
-            "ablation_encoders": {v: kept for v, kept in variants.items() if v != "fused"},
+            "ablation_encoders": {k: v for k, v in paths.items() if k in ABLATIONS},
             "model": {"path": str(bundle.path), "fingerprint": bundle.fingerprint},
             "data": data.description,
         }
     )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        metrics["plots"] = confusion_plots(bundle, data.labels, merged["fused"], out)
+        metrics["plots"] = confusion_plots(bundle, data.labels, answers[FULL], out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
 
 
-def _mask_all_but(
-    pipeline: Any, batch: dict[str, np.ndarray], kept: Sequence[str]
-) -> dict[str, np.ndarray]:
-    feeds = dict(batch)
-    size = len(next(iter(batch.values())))
-    for slug in pipeline.slugs:
-        if slug not in kept:
-            for name, blank in pipeline.missing(slug).items():
-                feeds[name] = np.broadcast_to(blank, (size, *blank.shape)).copy()
-    return feeds
+def cascade_metrics(bundle: ModelBundle, data: EvalData, answers: PathProbs) -> dict[str, Any]:
+    """The cascade as the worker serves it, run batch by batch: accuracy, the share of rows
+    its first stage decided, and its graph speed (featurizing excluded)."""
+    assert answers.decided is not None
+    cascade = Cascade.from_manifest(bundle.manifest)
+    assert cascade is not None
+    decided = answers.decided
+    applicable = cascade.applies(answers.present)
+    truth = [data.labels[:, i] for i in range(len(bundle.levels))]
+    seconds = answers.seconds[CASCADE]
+    return {
+        "levels": all_levels(bundle.levels, truth, _one_hot(bundle.manifest, answers[CASCADE])),
+        "first_stage_levels": all_levels(
+            bundle.levels, truth, _one_hot(bundle.manifest, answers[FIRST_STAGE])
+        ),
+        "decided_by_text": float(decided.mean()),
+        "decided_by_text_of_applicable": float(decided.sum() / max(1, applicable.sum())),
+        "first": list(cascade.first),
+        "thresholds": dict(zip(bundle.levels, cascade.thresholds, strict=True)),
+        "items_per_s": len(decided) / seconds if seconds else None,
+    }
 
 
-def predicted_indices(bundle: ModelBundle, probs: Sequence[np.ndarray]) -> list[np.ndarray]:
+def served_accuracy(
+    manifest: dict[str, Any], probs: Sequence[np.ndarray], labels: np.ndarray
+) -> list[float]:
+    """Per level, the accuracy of the served (taxonomy-consistent) path."""
+    predicted = predicted_indices(manifest, probs)
+    return [float(np.mean(p == labels[:, i])) for i, p in enumerate(predicted)]
+
+
+def predicted_indices(manifest: dict[str, Any], probs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per-level class indices of the served (taxonomy-consistent) path."""
-    classes = [bundle.manifest["labels"][lv] for lv in bundle.levels]
-    paths = path_index(bundle.manifest["taxonomy"]["paths"], classes)
+    paths = _paths(manifest)
     chosen = paths[best_paths(probs, paths)]
-    return [chosen[:, i] for i in range(len(classes))]
+    return [chosen[:, i] for i in range(paths.shape[1])]
+
+
+def _paths(manifest: dict[str, Any]) -> np.ndarray:
+    classes = [manifest["labels"][lv] for lv in manifest["levels"]]
+    return path_index(manifest["taxonomy"]["paths"], classes)
+
+
+def _one_hot(manifest: dict[str, Any], probs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The served path as one-hot rows per level, for the metrics that take probabilities."""
+    return [
+        np.eye(p.shape[1], dtype=np.float32)[i]
+        for p, i in zip(probs, predicted_indices(manifest, probs), strict=True)
+    ]
 
 
 def _metrics(
@@ -193,15 +214,10 @@ def _metrics(
     truth = [data.labels[:, i] for i in range(len(levels))]
 
     def per_level(variant: str) -> dict[str, Any]:
-        predicted = predicted_indices(bundle, probs[variant])
-        one_hot = [
-            np.eye(p.shape[1], dtype=np.float32)[i]
-            for p, i in zip(probs[variant], predicted, strict=True)
-        ]
-        return all_levels(levels, truth, one_hot)
+        return all_levels(levels, truth, _one_hot(bundle.manifest, probs[variant]))
 
     ece = {
-        level: expected_calibration_error(truth[i], probs["fused"][i])
+        level: expected_calibration_error(truth[i], probs[FULL][i])
         for i, level in enumerate(levels)
     }
     return {
@@ -224,7 +240,7 @@ def confusion_plots(
     from sklearn.metrics import confusion_matrix
 
     files = []
-    predicted = predicted_indices(bundle, probs)
+    predicted = predicted_indices(bundle.manifest, probs)
     for i, level in enumerate(bundle.levels):
         classes = bundle.manifest["labels"][level]
         known = labels[:, i] >= 0

@@ -50,6 +50,64 @@ def _table(levels: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _graphs(graphs: dict[str, Any], parity: dict[str, Any]) -> str:
+    """Each graph with its precision and its own parity figure."""
+    entries = {**graphs["encoders"], "head": graphs["head"]}
+    checks = parity.get("graphs", {})
+    return ", ".join(
+        f"`{entry['file']}` {entry.get('precision', 'fp32')}"
+        + (f" (parity {checks[name]['max_abs_diff']:.1e})" if name in checks else "")
+        for name, entry in entries.items()
+    )
+
+
+def _cascade(manifest: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """The text-first cascade: thresholds, what calibration found, and the test figures."""
+    entry = manifest.get("cascade")
+    if not entry:
+        return []
+    val = entry["validation"]
+    lines = ["## Text-first cascade", ""]
+    if not entry.get("thresholds"):
+        return lines + [
+            f"Calibration on {val['rows']} validation rows found no threshold within "
+            f"{entry['tolerance'] * 100:.2g} points of always fusing: the worker always fuses.",
+            "",
+        ]
+    lines += [
+        f"The first stage (`{', '.join(entry['first'])}`, photo masked) decides a product with "
+        "a photo when the served path's score at every level reaches the threshold; the rest "
+        "pay for the photo. Calibrated on the validation rows with a title and a photo "
+        f"({val['rows']}), tolerance {entry['tolerance'] * 100:.2g} accuracy points per level "
+        "against always fusing.",
+        "",
+        "| level | threshold | validation: fused | cascade | drop |",
+        "|---|---|---|---|---|",
+    ]
+    for level, threshold in entry["thresholds"].items():
+        fused, cascade = val["accuracy"]["fused"][level], val["accuracy"]["cascade"][level]
+        lines.append(
+            f"| {level} | {threshold:.4f} | {fused:.4f} | {cascade:.4f} | "
+            f"{(fused - cascade) * 100:.2f} pts |"
+        )
+    lines += [
+        "",
+        f"- Validation rows decided by the first stage: {val['decided_by_first_stage']:.1%}",
+    ]
+    test = metrics.get("cascade")
+    if test:
+        finest = manifest["levels"][-1]
+        drop = metrics["levels"][finest]["accuracy"] - test["levels"][finest]["accuracy"]
+        speed = test.get("items_per_s")
+        lines.append(
+            f"- Test split: {test['decided_by_text']:.1%} decided by text, {finest} accuracy "
+            f"{test['levels'][finest]['accuracy']:.4f} "
+            f"(cascade minus fused: {-drop * 100:+.2f} points)"
+            + (f", its graphs {speed:.1f} items/s (featurizing excluded)" if speed else "")
+        )
+    return lines + [""]
+
+
 def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str:
     data = manifest["dataset"]
     split = data["split"]
@@ -114,19 +172,26 @@ def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str
         "CPU threads, featurizing excluded)"
         if speed
         else "- Throughput: not measured",
-        f"- Parity ONNX vs torch: max abs diff {training['parity']['max_abs_diff']:.2e}, "
+        f"- Parity ONNX vs torch{' (end to end)' if 'graphs' in manifest else ''}: max abs "
+        f"diff {training['parity']['max_abs_diff']:.2e}, "
         f"argmax agreement {training['parity']['argmax_agreement']:.0%}",
     ]
+    if "graphs" in manifest:
+        lines.append(
+            f"- Graphs (bundle format 2): {_graphs(manifest['graphs'], training['parity'])}"
+        )
     if "quantization" in training:
         q = training["quantization"]
+        methods = q.get("methods") or {"model": "dynamic int8 per channel"}
         lines.append(
-            f"- int8 dynamic quantisation (per channel): validation accuracy change per level "
-            f"{[round(c, 4) for c in q['accuracy_change']]}"
+            f"- int8 ({'; '.join(f'{k}: {v}' for k, v in methods.items())}): validation "
+            f"accuracy change per level {[round(c, 4) for c in q.get('accuracy_change', [])]}"
         )
     lines += [
         f"- Best epoch {training.get('best_epoch')} of {len(training.get('history', []))} "
         f"(early stopping on validation mean macro-F1)",
         "",
+        *_cascade(manifest, metrics),
         "## Plots",
         "",
     ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from prodcat.contract.components import Product
+from prodcat.contract.components import Encoder
 from prodcat.contract.pipeline import Pipeline
 from prodcat.model.bundle import ModelBundle
+from prodcat.training.build import DEFAULT_TOLERANCE, Validation
 from prodcat.training.bundle_writer import record_metrics, write_bundle
 from prodcat.training.datasets import Dataset, DatasetOptions, load_dataset
 from prodcat.training.evaluate import evaluate_bundle, load_eval_data
@@ -33,7 +33,6 @@ DEFAULT_PREPROCESSORS: list[ComponentSpec] = [("text.normalize", {}), ("image.de
 DEFAULT_ENCODERS: list[ComponentSpec] = [("text.minilm", {}), ("image.efficientnet_lite0", {})]
 DEFAULT_HEAD: ComponentSpec = ("head.mlp", {})
 PARITY_ROWS = 32
-EVAL_BATCH = 64
 
 
 @dataclass
@@ -47,6 +46,8 @@ class TrainSpec:
     head: ComponentSpec = DEFAULT_HEAD
     train: TrainConfig = field(default_factory=TrainConfig)
     quantize: bool = False
+    bundle_format: int = 2
+    cascade_tolerance: float = DEFAULT_TOLERANCE
     cache_dir: Path | None = None
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     evaluate: bool = True
@@ -67,9 +68,10 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
             raise ValueError(
                 f"the {split} split is empty ({len(data.records)} rows): use more data"
             )
+    encoders = [pm.encoder(n, c) for n, c in spec.encoders]
     pipeline = Pipeline(
-        [pm.preprocessor(n, c) for n, c in spec.preprocessors],
-        [pm.encoder(n, c) for n, c in spec.encoders],
+        [pm.preprocessor(n, c) for n, c in fit_image_decoding(spec.preprocessors, encoders)],
+        encoders,
     )
     head = pm.head(*spec.head)
     seed_everything(spec.train.seed)
@@ -111,23 +113,24 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
     val_products = [products[i] for i in data.splits["val"]]
     with ThreadPoolExecutor(spec.threads) as pool:
         items, _ = pipeline.featurize_many(val_products[:PARITY_ROWS], pool)
-        manifest = write_bundle(
-            spec.out,
-            model=model,
-            pipeline=pipeline,
-            head=head,
-            label_space=data.label_space,
-            dataset=data.describe(),
-            training=training,
-            parity_batch=pipeline.collate(items),
-            plugin_manager=pm,
-            quantize_on=(
-                _batches(pipeline, val_products, labels[data.splits["val"]], pool)
-                if spec.quantize
-                else None
-            ),
-            overwrite=spec.overwrite,
-        )
+    manifest = write_bundle(
+        spec.out,
+        model=model,
+        pipeline=pipeline,
+        head=head,
+        label_space=data.label_space,
+        dataset=data.describe(),
+        training=training,
+        parity_batch=pipeline.collate(items),
+        plugin_manager=pm,
+        validation=Validation(val_products, labels[data.splits["val"]]),
+        calibration_products=[products[i] for i in data.splits["train"]],
+        quantize=spec.quantize,
+        bundle_format=spec.bundle_format,
+        cascade_tolerance=spec.cascade_tolerance,
+        threads=spec.threads,
+        overwrite=spec.overwrite,
+    )
     summary: dict[str, Any] = {
         "bundle": str(spec.out),
         "dataset": _short(data),
@@ -141,16 +144,33 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         metrics = evaluate_bundle(bundle, test, spec.out, threads=spec.threads)
         record_metrics(spec.out, metrics)
         write_card(spec.out, metrics)
-        summary["test"] = {k: metrics[k] for k in ("levels", "ablation", "ece", "items_per_s")}
+        keys = ("levels", "ablation", "cascade", "ece", "items_per_s")
+        summary["test"] = {k: metrics[k] for k in keys if k in metrics}
     return summary
 
 
-def _batches(
-    pipeline: Pipeline, products: list[Product], labels: np.ndarray, pool: ThreadPoolExecutor
-) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-    for start in range(0, len(products), EVAL_BATCH):
-        items, _ = pipeline.featurize_many(products[start : start + EVAL_BATCH], pool)
-        yield pipeline.collate(items), labels[start : start + EVAL_BATCH]
+def fit_image_decoding(
+    preprocessors: list[ComponentSpec], encoders: list[Encoder]
+) -> list[ComponentSpec]:
+    """``image.decode`` without a ``draft_size`` decodes at the size the image encoders need.
+
+    The side is the largest ``resize`` among the image encoders (else their largest input
+    side); it is recorded in the manifest like any config, so serving decodes the same way.
+    An explicit ``draft_size`` (``null``: always decode in full) is kept.
+    """
+    sides = [
+        int(e.config.get("resize") or max(s.shape[-1] for s in e.input_spec() if s.shape))
+        for e in encoders
+        if e.modality == "image"
+    ]
+    if not sides:
+        return preprocessors
+    return [
+        (name, {**config, "draft_size": max(sides)})
+        if name == "image.decode" and "draft_size" not in config
+        else (name, config)
+        for name, config in preprocessors
+    ]
 
 
 def _short(data: Dataset) -> dict[str, Any]:

@@ -69,11 +69,16 @@ class Component:
     Subclasses set ``name``, ``version`` and ``defaults``; a config given at construction
     is merged over the defaults and unknown keys are refused, so a typo never passes
     silently into a model's fingerprint.
+
+    ``added_defaults``: config keys added after a version was released, each with the value
+    that reproduces the behaviour from before it existed. A key holding that value is left
+    out of the fingerprint, so models built before the key existed keep matching.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0"
     defaults: ClassVar[dict[str, Any]] = {}
+    added_defaults: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -87,7 +92,12 @@ class Component:
         self.config: dict[str, Any] = {**self.defaults, **config}
 
     def fingerprint(self) -> str:
-        return fingerprint_of({"name": self.name, "version": self.version, "config": self.config})
+        config = {
+            key: value
+            for key, value in self.config.items()
+            if key not in self.added_defaults or value != self.added_defaults[key]
+        }
+        return fingerprint_of({"name": self.name, "version": self.version, "config": config})
 
     def describe(self) -> dict[str, Any]:
         """The component as a manifest entry."""
@@ -128,9 +138,18 @@ class Encoder(Component):
     """
 
     modality: ClassVar[str] = "text"
+    # Inputs whose last axis is a sequence padded at the end, where the module ignores the
+    # padding: the encoder's graph (bundle format 2) takes that axis at any length, and
+    # ``trim`` may cut a batch to its longest real sequence: the same answer, less work.
+    sequence_inputs: ClassVar[tuple[str, ...]] = ()
 
     def input_spec(self) -> list[InputSpec]:
         raise NotImplementedError
+
+    def trim(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A batch of this encoder's inputs (by input name, batch axis first) cut to what
+        its rows use; only called for a graph exported with ``sequence_inputs`` dynamic."""
+        return batch
 
     @property
     def output_dim(self) -> int:
@@ -142,6 +161,12 @@ class Encoder(Component):
     def missing(self) -> dict[str, np.ndarray]:
         """The inputs of a product without this modality: zeros and mask 0."""
         return {spec.name: spec.empty() for spec in self.input_spec()}
+
+    def has_modality(self, product: Product) -> bool:
+        """Whether ``featurize`` would find this encoder's modality in the (preprocessed)
+        product. The worker asks before featurizing an encoder it may not need; override it
+        with a cheap check (the default featurizes)."""
+        return bool(self.featurize(product)[MASK_INPUT] > 0)
 
     def build_module(self) -> Any:
         raise NotImplementedError

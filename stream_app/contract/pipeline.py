@@ -86,13 +86,27 @@ class Pipeline:
 
     def featurize(self, product: Product) -> dict[str, np.ndarray]:
         """All graph inputs of one product (no batch axis); raises ComponentError."""
-        product = self.preprocess(product)
+        return self.featurize_encoders(self.preprocess(product), self.slugs)
+
+    def featurize_encoders(self, product: Product, slugs: Sequence[str]) -> dict[str, np.ndarray]:
+        """The graph inputs of the encoders ``slugs`` for an already preprocessed product.
+
+        The worker featurizes an encoder only when its graph is to run (the text-first
+        cascade may never need the photo's); training featurizes them all at once.
+        """
         out: dict[str, np.ndarray] = {}
         for slug, encoder in zip(self.slugs, self.encoders, strict=True):
+            if slug not in slugs:
+                continue
             arrays = _guarded(encoder.name, encoder.featurize, product)
             for spec in self.specs[slug]:
                 out[input_name(slug, spec.name)] = _checked(encoder.name, spec, arrays)
         return out
+
+    def has_modality(self, product: Product, slug: str) -> bool:
+        """Whether encoder ``slug`` finds its modality in the preprocessed product."""
+        encoder = self.encoders[self.slugs.index(slug)]
+        return bool(_guarded(encoder.name, encoder.has_modality, product))
 
     def featurize_many(
         self, products: Sequence[Product], pool: Executor

@@ -149,12 +149,14 @@ def make_assignment(
     latency_ms: float | None = None,
     source: tuple[str, int, int] | None = None,
     classified_at: str | None = None,
+    decided_by: str | None = None,
 ) -> dict[str, Any]:
     """Build a validated category assignment answering ``event``.
 
     ``category_path`` is ``[(level, label, score), ...]`` from the top level down, ``top_k``
     maps each level to ``[(label, score), ...]`` best first, ``model`` has ``name``,
-    ``version`` and ``fingerprint``; ``source`` is the event's ``(topic, partition, offset)``.
+    ``version`` and ``fingerprint``; ``source`` is the event's ``(topic, partition, offset)``;
+    ``decided_by`` says which path of the text-first cascade answered (``text`` or ``full``).
     """
     assignment: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -178,6 +180,8 @@ def make_assignment(
         assignment["latency_ms"] = float(latency_ms)
     if source is not None:
         assignment["source"] = _source(*source)
+    if decided_by is not None:
+        assignment["decided_by"] = decided_by
     validate("assignment", assignment)
     return assignment
 

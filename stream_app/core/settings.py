@@ -93,6 +93,8 @@ class WorkerSettings:
     commit_interval_s: float = 1.0
     # exactly_once: transactional outcomes + offsets, read_committed (Apache Kafka only)
     processing_guarantee: str = "at_least_once"
+    cascade: str = "auto"  # auto: the bundle's text-first cascade, if it has one; off
+    image_cache_size: int = 0  # image embeddings kept by photo bytes (0 = no cache)
 
 
 @dataclass

@@ -22,6 +22,7 @@ class Tally:
     correct: Counter[str] = field(default_factory=Counter)
     scored: int = 0
     assigned: int = 0
+    decided_by: Counter[str] = field(default_factory=Counter)  # text / full (the cascade)
     dead: Counter[str] = field(default_factory=Counter)
     first_sent: float | None = None
     last_outcome: float | None = None
@@ -35,6 +36,7 @@ class Tally:
         """Record one assignment; True when every level matches the known labels."""
         self._arrived(value["product_id"].encode(), received)
         self.assigned += 1
+        self.decided_by[value.get("decided_by", "full")] += 1
         if value.get("latency_ms") is not None:
             self.worker_ms.append(value["latency_ms"])
         if not truth:
@@ -68,6 +70,7 @@ class Tally:
             "outcomes": self.outcomes,
             "assigned": self.assigned,
             "dead_letters": sum(self.dead.values()),
+            "decided_by": dict(self.decided_by),
             "events_per_s": round(self.outcomes / elapsed, 1) if elapsed > 0 else None,
             "latency_ms": percentiles(self.latencies_ms),
             "worker_latency_ms": percentiles(self.worker_ms),

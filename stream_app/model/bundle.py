@@ -1,25 +1,36 @@
 """Model bundles: load one, check it, rebuild its featurizers. No torch here.
 
-A bundle is a folder written by ``prodcat.training.bundle_writer``::
+A bundle is a folder written by ``prodcat.training.bundle_writer``, in one of two formats.
+Format 2 (``prodcat-bundle/2``, what training writes) has one graph per encoder plus a head
+graph, so the worker runs an encoder only for products that have its modality and can stop
+after the cheap ones (``prodcat.model.cascade``)::
 
-    model.onnx       the full model (frozen encoders included); inputs <slug>__<input>,
-                     outputs probs__<level> (softmax), dynamic batch axis
-    manifest.json    everything needed to serve it (keys below)
-    assets/<slug>/   files a component's featurizer needs (e.g. text_minilm/tokenizer.json)
-    metrics.json     evaluation of the bundle on its test split
-    README.md        the model card, with plots (*.png)
+    encoders/<slug>.onnx  one encoder: inputs <slug>__<input> (its mask excluded), output
+                          <slug>__embedding (batch, output_dim); the encoder's own module,
+                          frozen or fine-tuned, as trained
+    head.onnx             the fusion and the head: inputs <slug>__embedding and <slug>__mask
+                          for every encoder, outputs probs__<level> (softmax)
+    manifest.json, assets/<slug>/, metrics.json, README.md (the model card), plots
 
-manifest.json keys: ``format`` ("prodcat-bundle/1"), ``fingerprint`` (the overall
-fingerprint, see :func:`bundle_fingerprint`), ``created``, ``model`` ({file, sha256,
-quantized}), ``levels`` (taxonomy level names, coarse to fine), ``labels`` ({level: [class
-names in output order]}), ``taxonomy`` ({paths: [[label per level], ...]}: every category
-path seen in training), ``preprocessors`` / ``encoders`` (lists, in pipeline order) and
-``head``: each entry is ``component.describe()`` (name, version, config, fingerprint; for
-encoders also modality, output_dim, inputs) plus ``plugin``, ``distribution``,
-``distribution_version`` and, for encoders, ``slug``; ``inputs`` ([{name, encoder, input,
-dtype, shape}] in graph order, shape without the batch axis), ``outputs`` ([{name, level,
-size}]), ``dataset`` (source, filters, split description, rare classes), ``training``
-(config, best epoch, history, parity check, quantisation) and ``metrics``.
+Format 1 (``prodcat-bundle/1``) has one ``model.onnx`` from every featurizer input
+(``<slug>__<input>``, masks included) to ``probs__<level>``; it is still loaded and served,
+always by the full path. Every graph has a dynamic batch axis.
+
+manifest.json keys: ``format``, ``fingerprint`` (the overall fingerprint, see
+:func:`bundle_fingerprint`), ``created``, ``levels`` (taxonomy level names, coarse to fine),
+``labels`` ({level: [class names in output order]}), ``taxonomy`` ({paths: [[label per
+level], ...]}: every category path seen in training), ``preprocessors`` / ``encoders``
+(lists, in pipeline order) and ``head``: each entry is ``component.describe()`` (name,
+version, config, fingerprint; for encoders also modality, output_dim, inputs) plus
+``plugin``, ``distribution``, ``distribution_version`` and, for encoders, ``slug``;
+``inputs`` ([{name, encoder, input, dtype, shape}]: what the featurizers produce, shape
+without the batch axis), ``outputs`` ([{name, level, size}]), ``dataset`` (source, filters,
+split description, rare classes), ``training`` (config, best epoch, history, parity checks,
+quantisation) and ``metrics``. Format 1 adds ``model`` ({file, sha256, quantized}). Format 2
+adds ``graphs`` ({encoders: {slug: {file, sha256, precision, inputs, output, dim}}, head:
+{file, sha256, precision, inputs}}) and ``cascade`` (null, or the calibrated text-first
+cascade: first-stage encoders, a score threshold per level, the tolerance it was calibrated
+for and its validation figures; see ``prodcat.model.cascade``).
 """
 
 from __future__ import annotations
@@ -37,10 +48,15 @@ from prodcat.contract.components import Component, Product, fingerprint_of
 from prodcat.contract.pipeline import Pipeline
 from prodcat.model.decoding import TOP_K, decode_paths, path_index
 
-FORMAT = "prodcat-bundle/1"
+FORMAT_1 = "prodcat-bundle/1"
+FORMAT = "prodcat-bundle/2"
+FORMATS = (FORMAT_1, FORMAT)
 MANIFEST_FILE = "manifest.json"
-MODEL_FILE = "model.onnx"
+MODEL_FILE = "model.onnx"  # format 1
+HEAD_FILE = "head.onnx"  # format 2
+ENCODERS_DIR = "encoders"  # format 2
 ASSETS_DIR = "assets"
+EMBEDDING = "embedding"
 
 
 class BundleError(Exception):
@@ -56,21 +72,40 @@ def file_sha256(path: Path) -> str:
 
 
 def bundle_fingerprint(manifest: Mapping[str, Any]) -> str:
-    """Hash of what decides the model's answers: components, label spaces, graph bytes."""
-    return fingerprint_of(
-        {
-            "format": manifest["format"],
-            "model_sha256": manifest["model"]["sha256"],
-            "levels": manifest["levels"],
-            "labels": manifest["labels"],
-            "taxonomy": manifest["taxonomy"],
-            "components": [
-                entry["fingerprint"]
-                for entry in [*manifest["preprocessors"], *manifest["encoders"], manifest["head"]]
-            ],
-            "inputs": manifest["inputs"],
+    """Hash of what decides the model's answers: components, label spaces, graph bytes,
+    and (format 2) the cascade's thresholds."""
+    identity: dict[str, Any] = {
+        "format": manifest["format"],
+        "levels": manifest["levels"],
+        "labels": manifest["labels"],
+        "taxonomy": manifest["taxonomy"],
+        "components": [
+            entry["fingerprint"]
+            for entry in [*manifest["preprocessors"], *manifest["encoders"], manifest["head"]]
+        ],
+        "inputs": manifest["inputs"],
+    }
+    if manifest["format"] == FORMAT_1:
+        identity["model_sha256"] = manifest["model"]["sha256"]
+    else:
+        identity["graphs"] = {name: g["sha256"] for name, g in graph_entries(manifest).items()}
+        identity["cascade"] = manifest.get("cascade") and {
+            key: manifest["cascade"][key] for key in ("first", "thresholds")
         }
-    )
+    return fingerprint_of(identity)
+
+
+def graph_entries(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every graph of a bundle by name: encoder slugs and ``head`` (format 2), ``model`` (1)."""
+    if manifest["format"] == FORMAT_1:
+        return {"model": manifest["model"]}
+    graphs = manifest["graphs"]
+    return {**graphs["encoders"], "head": graphs["head"]}
+
+
+def embedding_name(slug: str) -> str:
+    """The head graph's input (and the encoder graph's output) carrying ``slug``'s vector."""
+    return f"{slug}__{EMBEDDING}"
 
 
 def asset_dir(root: Path, kind: str, slug: str) -> Path:
@@ -92,11 +127,12 @@ class ModelBundle:
 
         root = Path(path)
         manifest = _read_manifest(root)
-        model = root / manifest["model"]["file"]
-        if not model.is_file():
-            raise BundleError(f"{root}: {manifest['model']['file']} is missing")
-        if file_sha256(model) != manifest["model"]["sha256"]:
-            raise BundleError(f"{model}: contents differ from the manifest's sha256")
+        for entry in graph_entries(manifest).values():
+            graph = root / entry["file"]
+            if not graph.is_file():
+                raise BundleError(f"{root}: {entry['file']} is missing")
+            if file_sha256(graph) != entry["sha256"]:
+                raise BundleError(f"{graph}: contents differ from the manifest's sha256")
         if bundle_fingerprint(manifest) != manifest["fingerprint"]:
             raise BundleError(f"{root}/{MANIFEST_FILE}: edited after export (fingerprint)")
         pm = plugin_manager or get_plugin_manager()
@@ -123,8 +159,21 @@ class ModelBundle:
         return self.manifest["fingerprint"]
 
     @property
-    def model_path(self) -> Path:
-        return self.path / self.manifest["model"]["file"]
+    def split(self) -> bool:
+        """True for format 2: a graph per encoder plus a head graph."""
+        return self.manifest["format"] != FORMAT_1
+
+    def graph_path(self, name: str) -> Path:
+        """The ONNX file of graph ``name`` (an encoder slug or ``head``; ``model`` in format 1)."""
+        return self.path / graph_entries(self.manifest)[name]["file"]
+
+    @property
+    def precision(self) -> str:
+        """fp32, int8, fp16 or mixed (e.g. an int8 image encoder beside a float32 head)."""
+        if not self.split:
+            return "int8" if self.manifest["model"].get("quantized") else "fp32"
+        found = {g.get("precision", "fp32") for g in graph_entries(self.manifest).values()}
+        return found.pop() if len(found) == 1 else "mixed"
 
     @property
     def levels(self) -> list[str]:
@@ -186,9 +235,10 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BundleError(f"{file}: unreadable: {exc}") from None
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in FORMATS:
         raise BundleError(
-            f"{file}: format {manifest.get('format')!r}, this prodcat reads {FORMAT!r}"
+            f"{file}: format {manifest.get('format')!r}, this prodcat reads "
+            f"{' and '.join(repr(f) for f in FORMATS)}"
         )
     return manifest
 

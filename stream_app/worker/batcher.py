@@ -16,10 +16,9 @@ Semantics follow Triton's dynamic batcher, so they are familiar to whoever runs 
 Work is split so the event loop (Kafka heartbeats, commits, web views) never blocks:
 featurizing runs in a thread pool, inference in ONE dedicated thread (an ONNX session is
 driven by one thread at a time). Up to ``pipeline_depth`` batches are in flight, so batch
-N+1 is featurized while batch N is in the inference thread.
-
-The model is held behind :class:`BatchModel` and can be swapped with :meth:`use_model`;
-each batch uses the model current when it was formed (hot reload swaps between batches).
+N+1 is featurized while batch N is in the inference thread. Several batchers (one per
+graph of a split bundle) may share the pool and the inference thread (``executors``): on a
+CPU the graphs then take turns on the cores instead of fighting over them.
 """
 
 from __future__ import annotations
@@ -58,7 +57,13 @@ class BatcherClosed(BatcherError):
 
 
 class BatchModel(Protocol[Item, Result]):
-    """What the batcher drives: per-item featurize, per-batch collate and infer."""
+    """What the batcher drives: per-item featurize, per-batch collate and infer.
+
+    A model may set ``inputs_ready = True`` when its items already are model inputs (a
+    split bundle's graph stages): then ``featurize`` is not called and ``collate`` runs in
+    the inference thread just before ``infer``, so the items never queue in the featurize
+    pool behind other products' photo decoding.
+    """
 
     def featurize(self, item: Item) -> Any:
         """Turn one item into model inputs (runs in the featurize pool; may raise)."""
@@ -124,7 +129,10 @@ class MicroBatcher(Generic[Item, Result]):
         model: BatchModel[Item, Result],
         config: BatcherConfig | None = None,
         observer: BatchObserver | None = None,
+        executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None,
     ) -> None:
+        """``executors``: (featurize pool, inference thread) owned by the caller, who shuts
+        them down; by default the batcher makes its own."""
         self.config = config or BatcherConfig()
         self._model = model
         self._observer = observer or _NoObserver()
@@ -133,16 +141,13 @@ class MicroBatcher(Generic[Item, Result]):
         self._collector: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()
         self._closing = False
+        self._shared = executors
         self._pool: ThreadPoolExecutor | None = None
         self._infer_thread: ThreadPoolExecutor | None = None
 
     @property
     def model(self) -> BatchModel[Item, Result]:
         return self._model
-
-    def use_model(self, model: BatchModel[Item, Result]) -> None:
-        """Serve later batches with ``model``; batches already formed finish with the old."""
-        self._model = model
 
     @property
     def depth(self) -> int:
@@ -164,8 +169,11 @@ class MicroBatcher(Generic[Item, Result]):
             raise RuntimeError("batcher already started")
         self._queue = asyncio.Queue(self.config.queue_size)
         self._slots = asyncio.Semaphore(self.config.pipeline_depth)
-        self._pool = ThreadPoolExecutor(self.config.featurize_threads, "prodcat-featurize")
-        self._infer_thread = ThreadPoolExecutor(1, "prodcat-infer")
+        if self._shared is not None:
+            self._pool, self._infer_thread = self._shared
+        else:
+            self._pool = ThreadPoolExecutor(self.config.featurize_threads, "prodcat-featurize")
+            self._infer_thread = ThreadPoolExecutor(1, "prodcat-infer")
         self._collector = asyncio.create_task(self._collect(), name="microbatcher")
 
     async def close(self) -> None:
@@ -182,9 +190,10 @@ class MicroBatcher(Generic[Item, Result]):
                 _settle(left.future, exc=BatcherClosed("the batcher closed before this item ran"))
         while self._batches:
             await asyncio.gather(*list(self._batches), return_exceptions=True)
-        for pool in (self._pool, self._infer_thread):
-            if pool is not None:
-                pool.shutdown(wait=True)
+        if self._shared is None:
+            for pool in (self._pool, self._infer_thread):
+                if pool is not None:
+                    pool.shutdown(wait=True)
 
     async def __aenter__(self) -> MicroBatcher[Item, Result]:
         await self.start()
@@ -263,10 +272,13 @@ class MicroBatcher(Generic[Item, Result]):
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         try:
-            features = await asyncio.gather(
-                *(loop.run_in_executor(self._pool, model.featurize, p.item) for p in batch),
-                return_exceptions=True,
-            )
+            if getattr(model, "inputs_ready", False):
+                features: list[Any] = [p.item for p in batch]
+            else:
+                features = await asyncio.gather(
+                    *(loop.run_in_executor(self._pool, model.featurize, p.item) for p in batch),
+                    return_exceptions=True,
+                )
             ready: list[tuple[_Pending, Any]] = []
             for pending, feature in zip(batch, features, strict=True):
                 if isinstance(feature, BaseException):
@@ -301,16 +313,26 @@ class MicroBatcher(Generic[Item, Result]):
         """Collate (pool) and run (inference thread) one batch; any failure -> InferenceError."""
         loop = asyncio.get_running_loop()
         try:
-            inputs = await loop.run_in_executor(self._pool, model.collate, features)
-            outputs, seconds = await loop.run_in_executor(
-                self._infer_thread, _timed, model.infer, inputs
-            )
+            if getattr(model, "inputs_ready", False):
+                outputs, seconds = await loop.run_in_executor(
+                    self._infer_thread, _timed, _collated(model), features
+                )
+            else:
+                inputs = await loop.run_in_executor(self._pool, model.collate, features)
+                outputs, seconds = await loop.run_in_executor(
+                    self._infer_thread, _timed, model.infer, inputs
+                )
             self._observer.on_inference(len(features), seconds)
         except Exception as exc:  # noqa: BLE001 - a bad batch fails its items, not the batcher
             raise InferenceError(_reason(exc)) from exc
         if len(outputs) != len(features):
             raise InferenceError(f"model returned {len(outputs)} results for {len(features)} items")
         return outputs
+
+
+def _collated(model: Any) -> Any:
+    """``infer`` of the collated batch, as one call (for ``inputs_ready`` models)."""
+    return lambda features: model.infer(model.collate(features))
 
 
 def _timed(infer: Any, inputs: Any) -> tuple[Any, float]:

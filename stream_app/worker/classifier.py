@@ -13,18 +13,14 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from prodcat.contract.components import IMAGE_BYTES_KEY, ComponentError, Product
 from prodcat.core import events
 from prodcat.core.settings import Settings
-from prodcat.model.bundle import ModelBundle
-from prodcat.model.inference import OnnxSession
-from prodcat.worker.batcher import BatcherConfig, BatcherError, MicroBatcher
+from prodcat.worker.batcher import BatcherConfig, BatcherError
 from prodcat.worker.image_fetch import ImageFetcher, ImageFetchError
 from prodcat.worker.monitoring import WorkerMetrics
 
@@ -61,34 +57,6 @@ class Outcome:
     stage: str = ""  # the dead letter's stage
 
 
-class BundleModel:
-    """The micro-batcher's view of a bundle and its ONNX session."""
-
-    def __init__(self, bundle: ModelBundle, session: OnnxSession) -> None:
-        self.bundle = bundle
-        self.session = session
-
-    def featurize(self, product: Product) -> dict[str, np.ndarray]:
-        return self.bundle.featurize(product)
-
-    def collate(self, features: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        return self.bundle.collate(features)
-
-    def infer(self, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        """Decoded results, each naming the model that produced it (models can be swapped)."""
-        identity = self.identity()
-        return [{**item, "model": identity} for item in self.bundle.decode(self.session.run(batch))]
-
-    def identity(self) -> dict[str, str]:
-        """name/version/fingerprint as written into every assignment."""
-        manifest = self.bundle.manifest
-        return {
-            "name": str(manifest.get("name") or self.bundle.path.resolve().name),
-            "version": str(manifest.get("version") or manifest.get("created") or "unknown"),
-            "fingerprint": self.bundle.fingerprint,
-        }
-
-
 def original_cap(settings: Settings) -> int:
     """How much of an original message a dead letter keeps: ``dlq_max_original_bytes``, but
     never more than fits in ``max_message_bytes`` once base64 (4/3) and the letter's other
@@ -114,13 +82,14 @@ class Classifier:
     def __init__(
         self,
         settings: Settings,
-        batcher: MicroBatcher[Product, dict[str, Any]],
+        serve: Callable[[Product, float], Awaitable[dict[str, Any]]],
         fetcher: ImageFetcher,
         plugin_manager: Any,
         metrics: WorkerMetrics,
     ) -> None:
+        """``serve(product, deadline)``: the model's decoded answer (prodcat.worker.serving)."""
         self.settings = settings
-        self.batcher = batcher
+        self.serve = serve
         self.fetcher = fetcher
         self.plugin_manager = plugin_manager
         self.metrics = metrics
@@ -153,7 +122,7 @@ class Classifier:
         url = (product.get("image") or {}).get("url")
         if url:
             product[IMAGE_BYTES_KEY] = await self.fetcher.fetch(url)
-        result = await self.batcher.run(product, deadline)
+        result = await self.serve(product, deadline)
         traceparent = _traceparent(source.headers)
         assignment = assignment_from(
             product,
@@ -208,7 +177,7 @@ class Classifier:
 def assignment_from(
     product: Product, result: Mapping[str, Any], *, review_threshold: float, **extra: Any
 ) -> dict[str, Any]:
-    """The validated assignment for a product from a decoded model result (``BundleModel``).
+    """The validated assignment for a product from a decoded model result (``serving``).
 
     ``needs_review`` is set when any level's score is under ``review_threshold``; ``extra``
     goes to :func:`prodcat.core.events.make_assignment` (traceparent, latency_ms, source).
@@ -223,6 +192,7 @@ def assignment_from(
         },
         model=result["model"],
         needs_review=any(level["score"] < review_threshold for level in path),
+        decided_by=result.get("decided_by"),
         **extra,
     )
 

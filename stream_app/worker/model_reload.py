@@ -14,9 +14,10 @@ Files are never edited inside the folder being served. The check runs every
 ``[worker] model_poll_s`` seconds (0 = only on SIGHUP) and at once on SIGHUP. A changed
 signature is loaded from its resolved path (so a second swap during the load cannot mix
 two bundles) with the same checks as at start-up (plugins present, versions and
-fingerprints equal, ONNX session created) plus one probe inference; only then does
-``MicroBatcher.use_model`` swap it in, between batches: batches already formed finish on
-the old model, no event is dropped or re-run. A bundle that fails is logged (one ERROR line
+fingerprints equal, ONNX sessions created) plus one probe inference; only then does
+``Runtime.use_model`` swap it in: products taken before finish on the old model (its
+batchers close once they are answered), later ones go to the new; no event is dropped,
+re-run, or answered by a mix of two models' graphs. A bundle that fails is logged (one ERROR line
 with the reason) and counted as ``prodcat_model_reloads_total{result="rejected"}``, and the
 old model keeps serving; the same signature is not retried until it changes or SIGHUP.
 """
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 from prodcat.contract.components import Product
-from prodcat.worker.classifier import BundleModel
+from prodcat.worker.models import Model
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ def signature(model_dir: Path) -> Signature | None:
     return real, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def probed(model: BundleModel) -> BundleModel:
+def probed(model: Model) -> Model:
     """``model`` after one real inference on a probe product (raises when it cannot serve)."""
-    (result,) = model.infer(model.collate([model.featurize(dict(PROBE))]))
+    result = model.probe(dict(PROBE))
     if not result.get("category_path"):
         raise ValueError("the probe inference returned no category path")
     return model
@@ -65,8 +66,8 @@ class ReloadTarget(Protocol):
     def model_identity(self) -> dict[str, str]:
         """name/version/fingerprint of the model being served."""
 
-    def use_model(self, model: BundleModel) -> None:
-        """Serve later batches with ``model``."""
+    async def use_model(self, model: Model) -> None:
+        """Serve later products with ``model``."""
 
     def model_reloaded(self, result: str) -> str:
         """Count a reload attempt by result; returns ``result``."""
@@ -78,7 +79,7 @@ class ModelReloader:
     def __init__(
         self,
         model_dir: str | Path,
-        load: Callable[[Path], BundleModel],
+        load: Callable[[Path], Model],
         runtime: ReloadTarget,
         poll_s: float,
     ) -> None:
@@ -122,7 +123,7 @@ class ModelReloader:
         if model.identity()["fingerprint"] == self._runtime.model_identity()["fingerprint"]:
             log.info("model reload: %s has the fingerprint already served; kept", path)
             return self._runtime.model_reloaded("unchanged")
-        self._runtime.use_model(model)
+        await self._runtime.use_model(model)
         identity = model.identity()
         log.info(
             "model reloaded: %s %s (%s) from %s",

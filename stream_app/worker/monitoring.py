@@ -3,9 +3,10 @@
 A registry per worker (not prometheus-client's global one) so tests and the demo can run
 several workers in one process without name clashes; the standard process (CPU, memory,
 file descriptors), platform and Python GC collectors are registered in it too, as in any
-Python exporter. :class:`WorkerMetrics` is also the
-micro-batcher's observer, so batch sizes, queue waits and inference times arrive without
-the batcher knowing about Prometheus. docs/operations.md lists which of these to alert on.
+Python exporter. ``WorkerMetrics.graph(name)`` is a micro-batcher's observer, so batch
+sizes, queue waits and inference times arrive, labelled by graph (``model`` for a format-1
+bundle, each encoder's slug and ``head`` for format 2), without the batcher knowing about
+Prometheus. docs/operations.md lists which of these to alert on.
 """
 
 from __future__ import annotations
@@ -57,18 +58,37 @@ class WorkerMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "prodcat_batch_size", "Items per model batch.", buckets=BATCH_BUCKETS, registry=r
+            "prodcat_batch_size",
+            "Items per batch, by graph (model, an encoder's slug, head).",
+            ["graph"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
             "prodcat_queue_wait_seconds",
-            "Time an item waited in the batcher queue before its batch formed.",
+            "Time an item waited in a graph's batcher queue before its batch formed.",
+            ["graph"],
             buckets=FAST_BUCKETS,
             registry=r,
         )
         self.inference = Histogram(
             "prodcat_inference_seconds",
-            "Model run time per batch.",
+            "Run time per batch, by graph.",
+            ["graph"],
             buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "prodcat_decisions",
+            "Products classified, by the path that decided them (text: the cascade stopped "
+            "at the title; full: every modality the product has).",
+            ["decided_by"],
+            registry=r,
+        )
+        self.image_cache = Counter(
+            "prodcat_image_cache_lookups",
+            "Image embedding cache lookups by result (hit, miss); hit ratio = hit / all.",
+            ["result"],
             registry=r,
         )
         self.latency = Histogram(
@@ -192,7 +212,28 @@ class WorkerMetrics:
     def admission_waited(self, reason: str) -> None:
         self.admission_waits.labels(reason).inc()
 
-    # BatchObserver
+    def graph(self, name: str) -> GraphObserver:
+        """The batch observer of the micro-batcher of graph ``name``."""
+        return GraphObserver(self, name)
+
+    def decided(self, path: str) -> None:
+        self.decisions.labels(path).inc()
+
+    def cache_lookup(self, hit: bool) -> None:
+        self.image_cache.labels("hit" if hit else "miss").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class GraphObserver:
+    """A micro-batcher's measurements, recorded under its graph's label."""
+
+    def __init__(self, metrics: WorkerMetrics, graph: str) -> None:
+        self.batch_size = metrics.batch_size.labels(graph)
+        self.queue_wait = metrics.queue_wait.labels(graph)
+        self.inference = metrics.inference.labels(graph)
+
     def on_batch(self, size: int, queue_waits: list[float]) -> None:
         self.batch_size.observe(size)
         for wait in queue_waits:
@@ -200,9 +241,6 @@ class WorkerMetrics:
 
     def on_inference(self, size: int, seconds: float) -> None:
         self.inference.observe(seconds)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 class _LagCollector:

@@ -30,7 +30,7 @@ SECTION_HELP = "Run only this section (repeatable; default: all, in the order li
     "--section",
     "sections",
     multiple=True,
-    type=click.Choice(["model", "e2e", "naive", "latency", "accuracy", "guarantees"]),
+    type=click.Choice(["model", "e2e", "naive", "latency", "accuracy", "image", "guarantees"]),
     help=SECTION_HELP,
 )
 @click.option("--products", type=click.IntRange(10), help="Products per burst (default 1500).")
@@ -42,7 +42,8 @@ SECTION_HELP = "Run only this section (repeatable; default: all, in the order li
     "precisions",
     multiple=True,
     type=click.Choice(["fp32", "int8"]),
-    help="Model-only precisions (repeatable; default both; int8 is quantised on the fly).",
+    help="Model-only precisions of a format-1 bundle (repeatable; default both; int8 is "
+    "quantised on the fly). A split bundle is measured as it ships.",
 )
 @click.option(
     "--compare",
@@ -97,10 +98,11 @@ def command(
     docs: str | None,
     as_json: bool,
 ) -> None:
-    """Measure the model-only ceiling, end to end, the naive baseline, latency, accuracy
-    and (on Apache Kafka) exactly once vs at least once."""
+    """Measure the model-only ceiling, end to end (with the cascade on and off), the naive
+    baseline, latency, accuracy against speed, the image path's steps and (on Apache Kafka)
+    exactly once vs at least once."""
     _import_bench()
-    from bench import report
+    from bench import plots, report
     from bench.data import DataError
     from bench.run import SECTIONS, Plan, run
     from bench.stream import StreamBenchError
@@ -134,7 +136,7 @@ def command(
     written = report.write_json(results, Path(results_dir), name)
     if docs:
         page = Path(docs)
-        images = report.plots(results, page.parent / "img")
+        images = plots.plots(results, page.parent / "img")
         report.update_docs(page, report.markdown(results, images, page))
         written.append(page)
     if as_json:
@@ -171,7 +173,8 @@ def _print_goals(console: Console, results: dict) -> None:
 
     console.print(
         f"model-only {show(results['model_only_items_per_s'])} items/s (at the batch formed), "
-        f"end to end {show(results['e2e_items_per_s'])}, "
+        f"end to end {show(results['e2e_items_per_s'])} "
+        f"(cascade off: {show(results.get('fused_e2e_items_per_s'))}), "
         f"naive {show(results['naive_items_per_s'])}, "
         f"p99 at 50% {show(results['p99_ms_at_50pct'])} ms "
         f"(bound {show(results['p99_bound_ms'])})"

@@ -225,6 +225,10 @@ def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     )
     table.add_row("published", summary["published"])
     table.add_row("throughput", f"{summary['events_per_s']} events/s")
+    decided = summary["decided_by"]
+    table.add_row(
+        "decided by", f"title alone {decided.get('text', 0)}, photo too {decided.get('full', 0)}"
+    )
     for name, key in (
         ("latency end to end", "latency_ms"),
         ("  in the worker", "worker_latency_ms"),

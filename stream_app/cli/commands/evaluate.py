@@ -58,8 +58,9 @@ def command(
     corrections: str | None,
     as_json: bool,
 ) -> None:
-    """Accuracy, macro/weighted-F1 per level, text/image ablation, ECE, confusion matrices
-    and throughput of a model bundle; written to metrics.json.
+    """Accuracy, macro/weighted-F1 per level, text/image ablation, the text-first cascade as
+    served (accuracy, share decided by text, speed), ECE, confusion matrices and throughput
+    of a model bundle; written to metrics.json.
 
     The default --out is <model>/eval-<data file stem>-<split>. With --corrections the
     reviewers' labels win, and metrics.json gains `reviewed`: the scores on the reviewed
@@ -89,15 +90,22 @@ def command(
         click.echo(orjson.dumps(metrics, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{rows.description['rows']} rows ({rows.description['split']}); wrote {target}")
-    for variant, levels in [("fused", metrics["levels"])] + [
-        (name, result["levels"]) for name, result in metrics["ablation"].items()
-    ]:
+    cascade = metrics.get("cascade")
+    variants = [("fused", metrics["levels"])]
+    variants += [(name, result["levels"]) for name, result in metrics["ablation"].items()]
+    variants += [("cascade", cascade["levels"])] if cascade else []
+    for variant, levels in variants:
         for level, m in levels.items():
             click.echo(
                 f"{variant:10} {level:20} acc {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
                 f"  weighted-F1 {m['weighted_f1']:.4f}"
             )
     click.echo(f"ECE {metrics['ece']:.4f}; {metrics['items_per_s']:.1f} items/s (graph only)")
+    if cascade:
+        click.echo(
+            f"cascade: {cascade['decided_by_text']:.1%} decided by text; "
+            f"{cascade['items_per_s']:.1f} items/s (graphs only)"
+        )
     if "reviewed" in metrics:
         reviewed = metrics["reviewed"]
         click.echo(

@@ -97,7 +97,28 @@ def resolve_data(settings: Settings, data: str | None, dataset: str | None) -> P
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of split and weights.")
 @click.option("--device", help="torch device (default: cuda if available, else cpu).")
-@click.option("--quantize", is_flag=True, help="Ship an int8 (dynamic, per-channel) graph.")
+@click.option(
+    "--quantize",
+    is_flag=True,
+    help="Ship int8 graphs: image encoders static (QDQ, per channel, calibrated on training "
+    "photos), text encoders dynamic; the head stays float32. Format 1: the one graph, dynamic.",
+)
+@click.option(
+    "--bundle-format",
+    type=click.Choice(["1", "2"]),
+    default="2",
+    show_default=True,
+    help="2: a graph per encoder plus a head graph, with the text-first cascade. 1: one "
+    "graph, for workers of prodcat versions before bundle format 2.",
+)
+@click.option(
+    "--cascade-tolerance",
+    type=click.FloatRange(0, 1),
+    default=0.002,
+    show_default=True,
+    help="Calibrate the text-first cascade so each level's validation accuracy stays at most "
+    "this far (0.002 = 0.2 points) below always using the photo.",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Bundle folder (default: model_dir).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--no-eval", is_flag=True, help="Skip the test-split evaluation.")
@@ -145,6 +166,8 @@ def command(settings: Settings, **options: Any) -> None:
             device=options["device"],
         ),
         quantize=options["quantize"],
+        bundle_format=int(options["bundle_format"]),
+        cascade_tolerance=options["cascade_tolerance"],
         cache_dir=Path(settings.cache_dir),
         threads=settings.worker.featurize_threads,
         evaluate=not options["no_eval"],
@@ -179,3 +202,10 @@ def _print(summary: dict[str, Any]) -> None:
                 f"{name:5} {level:20} acc {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
                 f"  weighted-F1 {m['weighted_f1']:.4f}  n {m['n']}"
             )
+    cascade = summary.get("test", {}).get("cascade")
+    if cascade:
+        finest = list(cascade["levels"])[-1]
+        click.echo(
+            f"cascade: {cascade['decided_by_text']:.1%} of test rows decided by text, "
+            f"{finest} acc {cascade['levels'][finest]['accuracy']:.4f}"
+        )

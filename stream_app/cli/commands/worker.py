@@ -18,12 +18,12 @@ from prodcat.cli.options import broker_option, model_option, require_broker, ser
 from prodcat.contract.manager import get_plugin_manager
 from prodcat.contract.registry import PluginError
 from prodcat.core.ports import free_port
-from prodcat.core.settings import Settings
+from prodcat.core.settings import Settings, SettingsError
 from prodcat.model.bundle import BundleError
 from prodcat.model.inference import InferenceSetupError
 
 if TYPE_CHECKING:
-    from prodcat.worker.classifier import BundleModel
+    from prodcat.worker.models import Model
 
 
 @click.command()
@@ -55,7 +55,7 @@ def command(
     model_dir = model_dir or settings.model_dir
     try:
         model = _load(model_dir, settings)
-    except (BundleError, InferenceSetupError, PluginError) as exc:
+    except (BundleError, InferenceSetupError, PluginError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
     from prodcat.worker.exactly_once import (
         EXACTLY_ONCE,
@@ -83,13 +83,13 @@ def _with_web_port(settings: Settings, web_port: int | None) -> Settings:
     return dataclasses.replace(settings, worker=dataclasses.replace(worker, web_port=port))
 
 
-def _load(model_dir: str, settings: Settings) -> BundleModel:
+def _load(model_dir: str, settings: Settings) -> Model:
     from prodcat.worker.runtime import load_model
 
     return load_model(model_dir, settings, get_plugin_manager())
 
 
-def _run(settings: Settings, bootstrap: str, model: BundleModel, model_dir: str) -> None:
+def _run(settings: Settings, bootstrap: str, model: Model, model_dir: str) -> None:
     import faust
 
     from prodcat.worker.app import create_app
@@ -102,7 +102,7 @@ def _run(settings: Settings, bootstrap: str, model: BundleModel, model_dir: str)
     identity = model.identity()
     click.echo(
         f"worker: model {identity['name']} ({identity['fingerprint']}) on "
-        f"{', '.join(model.session.providers)}; broker {bootstrap}; "
+        f"{', '.join(model.providers)}; broker {bootstrap}; "
         f"http://{settings.worker.web_host}:{settings.worker.web_port}/ready",
         err=True,
     )
