@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from repo import REPO_ROOT
+from repo import REPO_ROOT, tracked
 
 TOP_LEVEL = ("stream_app", "plugins", "training", "tests", "bench", "deploy", "docs", "schemas")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 CODE_PATH = re.compile(r"`((?:" + "|".join(TOP_LEVEL) + r")/[\w./-]+)`")
-
-
-def tracked(pattern: str) -> list[Path]:
-    out = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", pattern],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [REPO_ROOT / name for name in out.splitlines() if (REPO_ROOT / name).is_file()]
 
 
 PAGES = [p for p in tracked("*.md") if ".pytest_cache" not in p.parts]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ast
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from repo import REPO_ROOT
+from repo import REPO_ROOT, tracked
 
 MAX_LINES = 400
 # Import name -> folder, as pyproject.toml maps them.
@@ -17,17 +16,6 @@ PACKAGE_DIRS = {
     "prodcat.training": "training",
     "prodcat.schemas": "schemas",
 }
-
-
-def tracked_python_files() -> list[Path]:
-    out = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "*.py"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [REPO_ROOT / name for name in out.splitlines() if (REPO_ROOT / name).is_file()]
 
 
 def prodcat_modules() -> dict[str, Path]:
@@ -79,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_module_is_over_the_size_limit() -> None:
     sizes = {
         path.relative_to(REPO_ROOT).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
-        for path in tracked_python_files()
+        for path in tracked("*.py")
     }
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
 
