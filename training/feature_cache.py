@@ -56,7 +56,7 @@ class FeatureSet:
                 slug = name.split("__", 1)[0]
                 raw.setdefault(slug, {})[spec.name] = self.raw[name][idx]
         if self.lazy:
-            sub = _sub_pipeline(self.pipeline, self.lazy)
+            sub = sub_pipeline(self.pipeline, self.lazy)
             with ThreadPoolExecutor(self.threads) as pool:
                 items, _ = sub.featurize_many([self.products[i] for i in idx], pool)
             batch = sub.collate(items)
@@ -102,7 +102,7 @@ def build_features(
 
 def _compute(fs: FeatureSet, model: FusionModel, slugs: list[str], device: str) -> None:
     """One featurize pass over all products for ``slugs``; frozen ones are run right away."""
-    sub = _sub_pipeline(fs.pipeline, slugs)
+    sub = sub_pipeline(fs.pipeline, slugs)
     n = len(fs.products)
     names = ", ".join(slugs)
     with (
@@ -119,9 +119,7 @@ def _compute(fs: FeatureSet, model: FusionModel, slugs: list[str], device: str) 
                 inputs = {s.name: batch[input_name(slug, s.name)] for s in sub.specs[slug]}
                 chunks.setdefault(f"{slug}/mask", []).append(inputs[MASK_INPUT])
                 if model.frozen[slug]:
-                    tensors = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}
-                    out = model.embed(slug, tensors).float().cpu().numpy()
-                    chunks.setdefault(slug, []).append(out)
+                    chunks.setdefault(slug, []).append(_embed_present(model, slug, inputs, device))
                 else:
                     for name, array in inputs.items():
                         chunks.setdefault(input_name(slug, name), []).append(array)
@@ -135,7 +133,23 @@ def _compute(fs: FeatureSet, model: FusionModel, slugs: list[str], device: str) 
     fs.raw.update({name: np.concatenate(parts) for name, parts in chunks.items()})
 
 
-def _sub_pipeline(pipeline: Pipeline, slugs: Sequence[str]) -> Pipeline:
+def _embed_present(
+    model: FusionModel, slug: str, inputs: dict[str, np.ndarray], device: str
+) -> np.ndarray:
+    """A frozen encoder's output for the rows that have its modality; zeros for the rest.
+
+    The fusion masks a missing modality's output anyway, and most catalogue rows have no
+    photo: running the image encoder on their blank pixels would cost most of the pass.
+    """
+    present = np.flatnonzero(inputs[MASK_INPUT] > 0)
+    out = np.zeros((len(inputs[MASK_INPUT]), model.norms[slug].normalized_shape[0]), np.float32)
+    if len(present):
+        tensors = {k: torch.from_numpy(v[present]).to(device) for k, v in inputs.items()}
+        out[present] = model.embed(slug, tensors).float().cpu().numpy()
+    return out
+
+
+def sub_pipeline(pipeline: Pipeline, slugs: Sequence[str]) -> Pipeline:
     pairs = [(s, e) for s, e in zip(pipeline.slugs, pipeline.encoders, strict=True) if s in slugs]
     return Pipeline(pipeline.preprocessors, [e for _, e in pairs], [s for s, _ in pairs])
 

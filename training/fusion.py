@@ -9,6 +9,15 @@ title alone (0.887 vs 0.964 accuracy on the fashion photos). Modality dropout ze
 modality's mask per item during training (never every modality of an item), which teaches
 the head to answer from the title alone or the photo alone.
 
+Out of training (validation, export, serving) the model answers as an average of views:
+the head on the fused vector, on the title alone and on the photo alone (each view's
+modalities kept, the others masked), weighted by ``view_weights`` over the views a row
+has, then divided per level by a temperature fitted on the validation split
+(``training.trainer.fit_temperatures``). A head trained with modality dropout is good at
+each view; averaging them keeps the fused answer from throwing away what the title alone
+knows (fused fell 0.8 points below the title alone on articleType before) while the photo
+still decides products whose title says little.
+
 Frozen encoders are not run during training: their outputs are precomputed once
 (``training.features``) and passed in as ``cached``. The exported graph
 (:class:`ExportGraph`) runs the full model, frozen encoders included, so the worker feeds it
@@ -25,6 +34,8 @@ from torch import nn
 from prodcat.contract.components import MASK_INPUT, Encoder, Head
 from prodcat.contract.pipeline import assign_slugs
 
+FUSED_VIEW = "fused"
+
 
 class FusionModel(nn.Module):
     def __init__(
@@ -34,9 +45,14 @@ class FusionModel(nn.Module):
         level_sizes: Sequence[int],
         modality_dropout: float = 0.0,
         slugs: Sequence[str] | None = None,
+        view_weights: Mapping[str, float] | None = None,
     ) -> None:
+        """``view_weights``: ``fused`` and modality names (``text``, ``image``) -> weight of
+        that view in the answer; None or only ``fused``: the fused view alone."""
         super().__init__()
         self.slugs = list(slugs) if slugs is not None else assign_slugs(e.name for e in encoders)
+        self.views = _views(encoders, view_weights or {FUSED_VIEW: 1.0})
+        self.register_buffer("temperatures", torch.ones(len(level_sizes)))
         self.frozen = {slug: enc.frozen for slug, enc in zip(self.slugs, encoders, strict=True)}
         self.encoders = nn.ModuleDict(
             {slug: enc.build_module() for slug, enc in zip(self.slugs, encoders, strict=True)}
@@ -88,14 +104,59 @@ class FusionModel(nn.Module):
     def fuse(
         self, embeddings: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, ...]:
+        """Training: the head's logits on the fused vector (modality dropout applied).
+        Otherwise: log of the views' weighted mean probabilities, over the temperatures."""
         mask = torch.stack([masks[slug].float() for slug in self.slugs], dim=1)
-        if self.training and self.modality_dropout > 0:
-            mask = _drop_modalities(mask, self.modality_dropout)
-        parts = [
-            self.norms[slug](embeddings[slug].float()) * mask[:, i : i + 1]
-            for i, slug in enumerate(self.slugs)
-        ]
+        normed = [self.norms[slug](embeddings[slug].float()) for slug in self.slugs]
+        if self.training:
+            if self.modality_dropout > 0:
+                mask = _drop_modalities(mask, self.modality_dropout)
+            return self._head(normed, mask)
+        if len(self.views) == 1:
+            logits = self._head(normed, mask)
+        else:
+            logits = self._mean_of_views(normed, mask)
+        return tuple(level / t for level, t in zip(logits, self.temperatures, strict=True))
+
+    def _head(self, normed: Sequence[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = [vector * mask[:, i : i + 1] for i, vector in enumerate(normed)]
         return tuple(self.head(torch.cat([*parts, mask], dim=1)))
+
+    def _mean_of_views(
+        self, normed: Sequence[torch.Tensor], mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """log(sum_v w_v p_v / sum_v w_v) per level over the views a row has (a view a row
+        lacks every modality of gets weight 0; the fused view always counts)."""
+        total: list[torch.Tensor] | None = None
+        weight_sum = torch.zeros_like(mask[:, :1])
+        for index, (keep, weight) in enumerate(self.views):
+            view_mask = mask * torch.tensor(keep, dtype=mask.dtype, device=mask.device)
+            has_view = view_mask.amax(dim=1, keepdim=True) if index else torch.ones_like(weight_sum)
+            w = has_view * weight
+            probs = [torch.softmax(level, dim=-1) * w for level in self._head(normed, view_mask)]
+            total = probs if total is None else [a + b for a, b in zip(total, probs, strict=True)]
+            weight_sum = weight_sum + w
+        assert total is not None
+        return tuple(torch.log(level / weight_sum + 1e-12) for level in total)
+
+
+def _views(
+    encoders: Sequence[Encoder], weights: Mapping[str, float]
+) -> list[tuple[list[float], float]]:
+    """(which encoders the view keeps, 1/0 per encoder; weight) per weighted view, the
+    fused view first."""
+    modalities = [e.modality for e in encoders]
+    unknown = set(weights) - {FUSED_VIEW, *modalities}
+    if unknown:
+        raise ValueError(
+            f"view_weights: unknown view(s) {', '.join(sorted(unknown))}; known: "
+            f"{FUSED_VIEW}, {', '.join(sorted(set(modalities)))}"
+        )
+    views = [([1.0] * len(encoders), float(weights.get(FUSED_VIEW, 1.0)))]
+    for name, weight in weights.items():
+        if name != FUSED_VIEW and weight > 0:
+            views.append(([float(m == name) for m in modalities], float(weight)))
+    return views
 
 
 def _drop_modalities(mask: torch.Tensor, p: float) -> torch.Tensor:
