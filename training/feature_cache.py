@@ -5,7 +5,9 @@ never changes during training: it is computed once per data set, written to
 ``<cache_dir>/features/<slug>-<key>.npz`` (key = fingerprint of the encoder, the
 preprocessors and the data set's identity) and reused by every later run, which makes
 retraining a head take seconds. Trainable encoders get their raw featurizer inputs: held in
-memory when they fit the memory budget, otherwise featurized again per batch.
+memory when they fit the memory budget, otherwise featurized again per batch; one whose
+module has a frozen prefix (an image encoder fine-tuning its last blocks) gets that
+prefix's cached outputs instead (``training.prefix_cache``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from tqdm import tqdm
 
 from prodcat.contract.components import MASK_INPUT, Product, fingerprint_of
 from prodcat.contract.pipeline import Pipeline, input_name
+from prodcat.training.augment import Augmentation
 from prodcat.training.fusion import FusionModel
+from prodcat.training.prefix_cache import PREFIX_INPUT, PrefixCache, build_prefix_cache
 
 log = logging.getLogger(__name__)
 CHUNK = 64
@@ -43,13 +47,19 @@ class FeatureSet:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     raw: dict[str, np.ndarray] = field(default_factory=dict)
     lazy: list[str] = field(default_factory=list)
+    prefixed: dict[str, PrefixCache] = field(default_factory=dict)
     failures: int = 0
     threads: int = 2
 
-    def batch(self, indices: Sequence[int]) -> Batch:
-        """(raw inputs per trainable slug, mask per slug, cached output per frozen slug)."""
+    def batch(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> Batch:
+        """(raw inputs per trainable slug, mask per slug, cached output per frozen slug).
+
+        ``rng``: training, so a prefixed slug gets a random augmented copy of each photo.
+        """
         idx = np.asarray(indices)
-        raw: dict[str, dict[str, np.ndarray]] = {}
+        raw: dict[str, dict[str, np.ndarray]] = {
+            slug: {PREFIX_INPUT: cache.batch(idx, rng)} for slug, cache in self.prefixed.items()
+        }
         masks = {slug: m[idx] for slug, m in self.masks.items()}
         for name, _, spec in self.pipeline.inputs():
             if name in self.raw:
@@ -76,18 +86,38 @@ def build_features(
     device: str = "cpu",
     threads: int | None = None,
     memory_budget: int = MEMORY_BUDGET,
+    augmentation: tuple[Augmentation, int] | None = None,
 ) -> FeatureSet:
-    """Load or compute every encoder's training inputs for ``products``."""
+    """Load or compute every encoder's training inputs for ``products``.
+
+    ``augmentation``: (augmentation, copies per photo) for prefixed encoders' caches.
+    """
     threads = threads or os.cpu_count() or 1
     fs = FeatureSet(pipeline, products, threads=threads)
     n = len(products)
     keys = {}
     todo: list[str] = []
+    augment, copies = augmentation or (Augmentation(), 1)
     for slug, encoder in zip(pipeline.slugs, pipeline.encoders, strict=True):
+        module = model.encoders[slug]
         if model.frozen[slug]:
             keys[slug] = _cache_key(pipeline, encoder.describe(), identity)
             if not _load_cached(fs, slug, _cache_path(cache_dir, slug, keys[slug])):
                 todo.append(slug)
+        elif hasattr(module, "frozen_prefix"):
+            what = {"prefix": encoder.describe(), "augment": augment.describe(), "copies": copies}
+            key = _cache_key(pipeline, what, identity)
+            fs.prefixed[slug], fs.masks[slug] = build_prefix_cache(
+                pipeline,
+                slug,
+                module,
+                products,
+                _cache_path(cache_dir, f"{slug}-prefix", key),
+                augment,
+                copies,
+                device,
+                threads,
+            )
         elif n * _item_bytes(pipeline, slug) <= memory_budget:
             todo.append(slug)
         else:

@@ -33,6 +33,7 @@ from torch import nn
 
 from prodcat.contract.components import MASK_INPUT, Encoder, Head
 from prodcat.contract.pipeline import assign_slugs
+from prodcat.training.prefix_cache import PREFIX_INPUT
 
 FUSED_VIEW = "fused"
 
@@ -95,11 +96,24 @@ class FusionModel(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """Logits per level. ``raw[slug]``: inputs of encoders not in ``cached``."""
         cached = cached or {}
-        embeddings = {
-            slug: cached[slug] if slug in cached else self.embed(slug, raw[slug])
-            for slug in self.slugs
-        }
+        embeddings = {}
+        for slug in self.slugs:
+            if slug in cached:
+                embeddings[slug] = cached[slug]
+            elif PREFIX_INPUT in raw[slug]:
+                embeddings[slug] = self._from_prefix(slug, raw[slug][PREFIX_INPUT], masks[slug])
+            else:
+                embeddings[slug] = self.embed(slug, raw[slug])
         return self.fuse(embeddings, masks)
+
+    def _from_prefix(self, slug: str, prefix: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's trainable suffix on its cached prefix output (training only), run
+        on the rows that have the modality; zeros elsewhere (masked in the fusion)."""
+        present = mask > 0
+        out = prefix.new_zeros((len(prefix), self.norms[slug].normalized_shape[0]))
+        if bool(present.any()):
+            out[present] = self.encoders[slug].trainable_suffix(prefix[present]).float()
+        return out
 
     def fuse(
         self, embeddings: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]

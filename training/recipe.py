@@ -18,6 +18,7 @@ import numpy as np
 from prodcat.contract.components import Encoder
 from prodcat.contract.pipeline import Pipeline
 from prodcat.model.bundle import ModelBundle
+from prodcat.training.augment import Augmentation
 from prodcat.training.build import DEFAULT_TOLERANCE, Validation
 from prodcat.training.bundle_writer import record_metrics, write_bundle
 from prodcat.training.datasets import Dataset, DatasetOptions, load_dataset
@@ -88,7 +89,14 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
     model.to(device)
     products = [r.product for r in data.records]
     features = build_features(
-        pipeline, model, products, data.identity(), spec.cache_dir, device, spec.threads
+        pipeline,
+        model,
+        products,
+        data.identity(),
+        spec.cache_dir,
+        device,
+        spec.threads,
+        augmentation=(Augmentation(), spec.train.augment_copies),
     )
     titles = build_title_dropout(
         pipeline,

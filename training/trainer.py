@@ -47,6 +47,10 @@ class TrainConfig:
         default_factory=lambda: {"fused": 1.0, "text": 2.0, "image": 1.0}
     )
     temperature: bool = True
+    # encoders that fine-tune (e.g. trainable_blocks): learning rate = lr x this
+    encoder_lr_scale: float = 0.1
+    # photos of a fine-tuned image encoder: cached versions per photo, copy 0 unaugmented
+    augment_copies: int = 3
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +93,7 @@ def train(
     seed_everything(config.seed)
     model.to(device)
     optimiser = torch.optim.AdamW(
-        model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
+        parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay
     )
     rows_per_epoch = epoch_rows(features, train_idx, config.photo_oversample)
     steps = config.epochs * -(-len(rows_per_epoch) // config.batch_size)
@@ -108,7 +112,7 @@ def train(
         losses = []
         for start in range(0, len(order), config.batch_size):
             rows = order[start : start + config.batch_size]
-            batch = features.batch(rows)
+            batch = features.batch(rows, rng)
             if titles is not None:
                 batch = titles.apply(batch, rows, rng)
             outputs = _forward(model, batch, device)
@@ -134,6 +138,18 @@ def train(
     if config.temperature:
         fit_temperatures(model, features, labels, val_idx, device, config.batch_size)
     return TrainResult(best[1], best[0], best[2], history, device)
+
+
+def parameter_groups(model: FusionModel, config: TrainConfig) -> list[dict[str, Any]]:
+    """Fine-tuned encoder weights at ``lr x encoder_lr_scale`` (pretrained: small steps),
+    the fusion and head at ``lr``."""
+    encoder = [p for p in model.encoders.parameters() if p.requires_grad]
+    ids = {id(p) for p in encoder}
+    rest = [p for p in model.trainable_parameters() if id(p) not in ids]
+    groups: list[dict[str, Any]] = [{"params": rest}]
+    if encoder:
+        groups.append({"params": encoder, "lr": config.lr * config.encoder_lr_scale})
+    return groups
 
 
 def epoch_rows(features: FeatureSet, train_idx: Sequence[int], photo_oversample: int) -> np.ndarray:
