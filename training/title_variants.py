@@ -84,7 +84,7 @@ class CategoryWords:
         names = (name for level in classes.values() for name in level)
         return cls(frozenset(_words_of(names)))
 
-    def strip(self, title: str) -> str:
+    def remove_from(self, title: str) -> str:
         """``title`` without its category words; the other tokens keep their spelling."""
         return " ".join(t for t in title.split() if word_key(t) not in self.words)
 
@@ -108,7 +108,7 @@ def _words_of(names: Iterable[str]) -> set[str]:
 def poor_title(product: Mapping[str, Any], words: CategoryWords) -> dict[str, Any]:
     """The product with the category words removed from its title (and nothing else)."""
     title = str(product.get(TITLE_FIELD) or "")
-    return {**product, TITLE_FIELD: words.strip(title)}
+    return {**product, TITLE_FIELD: words.remove_from(title)}
 
 
 def no_title(product: Mapping[str, Any]) -> dict[str, Any]:
