@@ -145,12 +145,14 @@ def evaluate_bundle(
         paths[FIRST_STAGE] = list(cascade.first)
     answers = run_paths(bundle, graphs, data.products, paths, batch_size, threads, cascade=cascade)
     probs = {"full": answers[FULL], **{v: answers[v] for v in MASKED_VARIANTS if v in paths}}
+    poor_answers = None
     if "text" in kinds:
         words = CategoryWords.from_classes(bundle.manifest["labels"])
         poor = [poor_title(p, words) for p in data.products]
-        probs[POOR_TITLES] = run_paths(bundle, graphs, poor, {}, batch_size, threads, POOR_TITLES)[
-            FULL
-        ]
+        poor_answers = run_paths(
+            bundle, graphs, poor, {}, batch_size, threads, POOR_TITLES, cascade=cascade
+        )
+        probs[POOR_TITLES] = poor_answers[FULL]
     n = len(data.products)
     model_seconds = sum(v for k, v in answers.seconds.items() if k in (*modality, "head:fused"))
     model_seconds += answers.seconds.get("model:fused", 0.0)
@@ -158,6 +160,8 @@ def evaluate_bundle(
     metrics = _metrics(bundle, data, probs, photo, review_threshold)
     if answers.decided is not None:
         metrics["cascade"] = cascade_metrics(bundle, data, answers)
+    if poor_answers is not None and poor_answers.decided is not None:
+        metrics["variants"][POOR_TITLES]["cascade"] = _served_by_cascade(bundle, data, poor_answers)
     featurize = answers.seconds["featurize"]
     metrics.update(
         {
@@ -193,15 +197,24 @@ def cascade_metrics(bundle: ModelBundle, data: EvalData, answers: PathProbs) -> 
     truth = [data.labels[:, i] for i in range(len(bundle.levels))]
     seconds = answers.seconds[CASCADE]
     return {
-        "levels": all_levels(bundle.levels, truth, _one_hot(bundle.manifest, answers[CASCADE])),
+        **_served_by_cascade(bundle, data, answers),
         "first_stage_levels": all_levels(
             bundle.levels, truth, _one_hot(bundle.manifest, answers[FIRST_STAGE])
         ),
-        "decided_by_text": float(decided.mean()),
         "decided_by_text_of_applicable": float(decided.sum() / max(1, applicable.sum())),
         "first": list(cascade.first),
         "thresholds": dict(zip(bundle.levels, cascade.thresholds, strict=True)),
         "items_per_s": len(decided) / seconds if seconds else None,
+    }
+
+
+def _served_by_cascade(bundle: ModelBundle, data: EvalData, answers: PathProbs) -> dict[str, Any]:
+    """A variant as the cascade serves it: does a poor title stop at the title, unread photo?"""
+    assert answers.decided is not None
+    truth = [data.labels[:, i] for i in range(len(bundle.levels))]
+    return {
+        "levels": all_levels(bundle.levels, truth, _one_hot(bundle.manifest, answers[CASCADE])),
+        "decided_by_text": float(answers.decided.mean()),
     }
 
 

@@ -105,6 +105,14 @@ def _cascade(manifest: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
             f"(cascade minus fused: {-drop * 100:+.2f} points)"
             + (f", its graphs {speed:.1f} items/s (featurizing excluded)" if speed else "")
         )
+    poor = metrics.get("variants", {}).get("poor_titles", {}).get("cascade")
+    if poor:
+        finest = manifest["levels"][-1]
+        lines.append(
+            f"- Test split with poor titles: {poor['decided_by_text']:.1%} decided by the "
+            f"title, {finest} accuracy {poor['levels'][finest]['accuracy']:.4f} as the cascade "
+            "serves them"
+        )
     return lines + [""]
 
 
