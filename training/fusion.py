@@ -52,7 +52,9 @@ class FusionModel(nn.Module):
         that view in the answer; None or only ``fused``: the fused view alone."""
         super().__init__()
         self.slugs = list(slugs) if slugs is not None else assign_slugs(e.name for e in encoders)
-        self.views = _views(encoders, view_weights or {FUSED_VIEW: 1.0})
+        views = _views(encoders, view_weights or {FUSED_VIEW: 1.0})
+        self.view_weights = [weight for _, weight in views]
+        self.register_buffer("view_keep", torch.tensor([keep for keep, _ in views]), False)
         self.register_buffer("temperatures", torch.ones(len(level_sizes)))
         self.frozen = {slug: enc.frozen for slug, enc in zip(self.slugs, encoders, strict=True)}
         self.encoders = nn.ModuleDict(
@@ -126,11 +128,11 @@ class FusionModel(nn.Module):
             if self.modality_dropout > 0:
                 mask = _drop_modalities(mask, self.modality_dropout)
             return self._head(normed, mask)
-        if len(self.views) == 1:
+        if len(self.view_weights) == 1:
             logits = self._head(normed, mask)
         else:
             logits = self._mean_of_views(normed, mask)
-        return tuple(level / t for level, t in zip(logits, self.temperatures, strict=True))
+        return tuple(level / self.temperatures[i] for i, level in enumerate(logits))
 
     def _head(self, normed: Sequence[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         parts = [vector * mask[:, i : i + 1] for i, vector in enumerate(normed)]
@@ -143,8 +145,8 @@ class FusionModel(nn.Module):
         lacks every modality of gets weight 0; the fused view always counts)."""
         total: list[torch.Tensor] | None = None
         weight_sum = torch.zeros_like(mask[:, :1])
-        for index, (keep, weight) in enumerate(self.views):
-            view_mask = mask * torch.tensor(keep, dtype=mask.dtype, device=mask.device)
+        for index, weight in enumerate(self.view_weights):
+            view_mask = mask * self.view_keep[index]
             has_view = view_mask.amax(dim=1, keepdim=True) if index else torch.ones_like(weight_sum)
             w = has_view * weight
             probs = [torch.softmax(level, dim=-1) * w for level in self._head(normed, view_mask)]
