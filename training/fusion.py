@@ -11,8 +11,8 @@ the head to answer from the title alone or the photo alone.
 
 Out of training (validation, export, serving) the model answers as an average of views:
 the head on the fused vector, on the title alone and on the photo alone (each view's
-modalities kept, the others masked), weighted by ``view_weights`` over the views a row
-has, then divided per level by a temperature fitted on the validation split
+modalities kept, the others masked), weighted by ``view_weights`` (chosen on the
+validation split by ``training.trainer.fit_view_weights``) over the views a row has, then divided per level by a temperature fitted on the validation split
 (``training.trainer.fit_temperatures``). A head trained with modality dropout is good at
 each view; averaging them keeps the fused answer from throwing away what the title alone
 knows (fused fell 0.8 points below the title alone on articleType before) while the photo
@@ -53,8 +53,9 @@ class FusionModel(nn.Module):
         super().__init__()
         self.slugs = list(slugs) if slugs is not None else assign_slugs(e.name for e in encoders)
         views = _views(encoders, view_weights or {FUSED_VIEW: 1.0})
-        self.view_weights = [weight for _, weight in views]
-        self.register_buffer("view_keep", torch.tensor([keep for keep, _ in views]), False)
+        self.view_names = [name for name, _, _ in views]
+        self.view_weights = [weight for _, _, weight in views]
+        self.register_buffer("view_keep", torch.tensor([keep for _, keep, _ in views]), False)
         self.register_buffer("temperatures", torch.ones(len(level_sizes)))
         self.frozen = {slug: enc.frozen for slug, enc in zip(self.slugs, encoders, strict=True)}
         self.encoders = nn.ModuleDict(
@@ -158,9 +159,9 @@ class FusionModel(nn.Module):
 
 def _views(
     encoders: Sequence[Encoder], weights: Mapping[str, float]
-) -> list[tuple[list[float], float]]:
-    """(which encoders the view keeps, 1/0 per encoder; weight) per weighted view, the
-    fused view first."""
+) -> list[tuple[str, list[float], float]]:
+    """(name, which encoders the view keeps, 1/0 per encoder; weight) per view named in
+    ``weights``, the fused view first (a view of weight 0 stays, so weights can be refitted)."""
     modalities = [e.modality for e in encoders]
     unknown = set(weights) - {FUSED_VIEW, *modalities}
     if unknown:
@@ -168,10 +169,10 @@ def _views(
             f"view_weights: unknown view(s) {', '.join(sorted(unknown))}; known: "
             f"{FUSED_VIEW}, {', '.join(sorted(set(modalities)))}"
         )
-    views = [([1.0] * len(encoders), float(weights.get(FUSED_VIEW, 1.0)))]
+    views = [(FUSED_VIEW, [1.0] * len(encoders), float(weights.get(FUSED_VIEW, 1.0)))]
     for name, weight in weights.items():
-        if name != FUSED_VIEW and weight > 0:
-            views.append(([float(m == name) for m in modalities], float(weight)))
+        if name != FUSED_VIEW:
+            views.append((name, [float(m == name) for m in modalities], float(weight)))
     return views
 
 

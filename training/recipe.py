@@ -134,6 +134,7 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         "temperatures": dict(
             zip(data.label_space.levels, model.temperatures.tolist(), strict=True)
         ),
+        "view_weights": dict(zip(model.view_names, model.view_weights, strict=True)),
         "title_only_classes": title_only_classes(data, features),
     }
     val_products = [products[i] for i in data.splits["val"]]
