@@ -11,12 +11,12 @@ the head to answer from the title alone or the photo alone.
 
 Out of training (validation, export, serving) the model answers as an average of views:
 the head on the fused vector, on the title alone and on the photo alone (each view's
-modalities kept, the others masked), weighted by ``view_weights`` (chosen on the
-validation split by ``training.trainer.fit_view_weights``) over the views a row has, then divided per level by a temperature fitted on the validation split
-(``training.trainer.fit_temperatures``). A head trained with modality dropout is good at
-each view; averaging them keeps the fused answer from throwing away what the title alone
-knows (fused fell 0.8 points below the title alone on articleType before) while the photo
-still decides products whose title says little.
+modalities kept, the others masked), weighted by ``view_weights`` over the views a row
+has, then divided per level by a temperature; both are fitted on the validation split
+(``training.trainer.fit_view_weights``, ``fit_temperatures``). A head trained with
+modality dropout is good at each view; averaging them keeps the fused answer from throwing
+away what the title alone knows (fused fell 0.8 points below the title alone on
+articleType before) while the photo still decides products whose title says little.
 
 Frozen encoders are not run during training: their outputs are precomputed once
 (``training.features``) and passed in as ``cached``. The exported graph
