@@ -161,18 +161,15 @@ def _views(
     encoders: Sequence[Encoder], weights: Mapping[str, float]
 ) -> list[tuple[str, list[float], float]]:
     """(name, which encoders the view keeps, 1/0 per encoder; weight) per view named in
-    ``weights``, the fused view first (a view of weight 0 stays, so weights can be refitted)."""
+    ``weights``, the fused view first. A view of a modality the model lacks, or of every
+    encoder it has, is no view of its own and is left out; one of weight 0 stays, so the
+    weights can be refitted."""
     modalities = [e.modality for e in encoders]
-    unknown = set(weights) - {FUSED_VIEW, *modalities}
-    if unknown:
-        raise ValueError(
-            f"view_weights: unknown view(s) {', '.join(sorted(unknown))}; known: "
-            f"{FUSED_VIEW}, {', '.join(sorted(set(modalities)))}"
-        )
     views = [(FUSED_VIEW, [1.0] * len(encoders), float(weights.get(FUSED_VIEW, 1.0)))]
     for name, weight in weights.items():
-        if name != FUSED_VIEW:
-            views.append((name, [float(m == name) for m in modalities], float(weight)))
+        keep = [float(m == name) for m in modalities]
+        if name != FUSED_VIEW and 0 < sum(keep) < len(keep):
+            views.append((name, keep, float(weight)))
     return views
 
 
