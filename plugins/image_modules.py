@@ -15,7 +15,13 @@ log = logging.getLogger(__name__)
 
 
 class EfficientNetLite0Module(FrozenParts):
-    """EfficientNet-Lite0 backbone with ImageNet weights; global average of its last map."""
+    """EfficientNet-Lite0 backbone with ImageNet weights; global average of its last map.
+
+    With trainable blocks the module is ``trainable_suffix(frozen_prefix(pixels))``: the
+    frozen stem and early blocks, then the top blocks and the head convolution. Training
+    caches the prefix's output per photo (``training.feature_cache``), so an epoch runs
+    only the suffix.
+    """
 
     def __init__(self, image_size: int, trainable_blocks: int) -> None:
         super().__init__()
@@ -36,13 +42,36 @@ class EfficientNetLite0Module(FrozenParts):
                 f"got {trainable_blocks}"
             )
         self.net = net
-        frozen = [net._conv_stem, net._bn0, *blocks[: len(blocks) - trainable_blocks]]
+        self.first_trainable = len(blocks) - trainable_blocks
+        frozen = [net._conv_stem, net._bn0, *blocks[: self.first_trainable]]
         if trainable_blocks == 0:
             frozen += [net._conv_head, net._bn1]
         self.freeze(*frozen)
 
+    def frozen_prefix(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The stem and the frozen blocks (the feature map the trainable blocks take)."""
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(pixels)))
+        for index in range(self.first_trainable):
+            x = self._block(index, x)
+        return x
+
+    def trainable_suffix(self, x: torch.Tensor) -> torch.Tensor:
+        """The trainable blocks, the head convolution and the global average."""
+        net = self.net
+        for index in range(self.first_trainable, len(net._blocks)):
+            x = self._block(index, x)
+        return net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
+
+    def _block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``index`` as ``extract_features`` runs it (drop connect scaled by depth)."""
+        rate = self.net._global_params.drop_connect_rate
+        if rate:
+            rate *= float(index) / len(self.net._blocks)
+        return self.net._blocks[index](x, drop_connect_rate=rate)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(pixels).mean((2, 3))
+        return self.trainable_suffix(self.frozen_prefix(pixels))
 
 
 def _last_linear(net: nn.Module) -> tuple[str, nn.Linear]:

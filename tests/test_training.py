@@ -79,18 +79,20 @@ def test_metrics_are_shaped_as_documented(photo_bundle: dict[str, Any]) -> None:
     out = photo_bundle["bundle"]
     metrics = json.loads((out / "metrics.json").read_text())
     test_rows = photo_bundle["summary"]["dataset"]["splits"]["test"]
-    for block in (metrics, metrics["ablation"]["text_only"], metrics["ablation"]["image_only"]):
+    variants = metrics["variants"]
+    for block in (metrics, variants["poor_titles"], variants["no_photo"], variants["no_title"]):
         assert set(block["levels"]) == {"masterCategory", "subCategory", "articleType"}
         for level in block["levels"].values():
             assert set(level) == {"accuracy", "macro_f1", "weighted_f1", "n"}
             assert level["n"] == test_rows
             assert 0.0 <= level["accuracy"] <= 1.0
     assert 0.0 <= metrics["ece"] <= 1.0
+    assert set(metrics["ece_per_level"]) == {"masterCategory", "subCategory", "articleType"}
     assert metrics["items_per_s"] > 0
     for plot in metrics["plots"]:
         assert (out / plot).stat().st_size > 0
     # photos alone must already sort fashion into departments far above chance
-    assert metrics["ablation"]["image_only"]["levels"]["masterCategory"]["accuracy"] > 0.6
+    assert metrics["variants"]["no_title"]["levels"]["masterCategory"]["accuracy"] > 0.6
 
 
 def test_features_of_frozen_encoders_are_cached(photo_bundle: dict[str, Any]) -> None:

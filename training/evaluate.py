@@ -1,12 +1,16 @@
 """Evaluate a model bundle with ONNX Runtime alone (no torch), as the worker would run it.
 
 Predictions are the served answers: the best category path seen in training
-(``prodcat.model.bundle``), not independent per-level argmaxes. The ablation answers the
-same rows with every non-text (``text_only``) or non-image (``image_only``) modality
-missing, which is exactly what a product without a photo or without a title looks like to
-the model. A bundle with a calibrated cascade (format 2) is also measured as the worker
-serves it by default: the ``cascade`` block has its accuracy, the share of rows the first
-stage decided, and its graph speed, run batch by batch as the worker runs it.
+(``prodcat.model.bundle``), not independent per-level argmaxes. Beside the full input, the
+same rows are answered as shops really send them (``variants``): ``poor_titles`` (every word
+that names a category removed from the title, ``prodcat.training.title_variants``),
+``no_title`` (the photo alone) and ``no_photo`` (the title alone); each on all rows and on
+the rows with a photo, with ECE per level and the share of wrong answers ``needs_review``
+flags (a level's score under the worker's ``review_threshold``). A missing modality is
+fed exactly as the worker feeds a product without it. A bundle with a calibrated cascade
+(format 2) is also measured as the worker serves it by default: the ``cascade`` block has
+its accuracy, the share of rows the first stage decided, and its graph speed, run batch by
+batch as the worker runs it.
 """
 
 from __future__ import annotations
@@ -20,17 +24,22 @@ from typing import Any
 import numpy as np
 
 from prodcat.model.bundle import ModelBundle
-from prodcat.model.cascade import Cascade
+from prodcat.model.cascade import Cascade, chosen_scores
 from prodcat.model.decoding import best_paths, path_index
 from prodcat.model.graphs import open_graphs
 from prodcat.sources import detect_format, read_source
 from prodcat.training.cascade import FIRST_STAGE
 from prodcat.training.datasets import OTHER, split_groups
 from prodcat.training.paths import CASCADE, FULL, PathProbs, run_paths
-from prodcat.training.scoring import all_levels, expected_calibration_error
+from prodcat.training.scoring import all_levels, expected_calibration_error, review_catch
+from prodcat.training.title_variants import CategoryWords, poor_title
 
 SPLIT_CHOICES = ("auto", "all", "train", "val", "test")
-ABLATIONS = {"text_only": "text", "image_only": "image"}
+REVIEW_THRESHOLD = 0.5  # the worker's default ``review_threshold``
+# Variants answered from the full input's run with a modality masked: name -> kept modality.
+MASKED_VARIANTS = {"no_photo": "text", "no_title": "image"}
+POOR_TITLES = "poor_titles"
+VARIANTS = ("full", POOR_TITLES, "no_title", "no_photo")
 
 
 @dataclass
@@ -120,31 +129,46 @@ def evaluate_bundle(
     out: Path | None = None,
     batch_size: int = 32,
     threads: int = 2,
+    review_threshold: float = REVIEW_THRESHOLD,
 ) -> dict[str, Any]:
     """Metrics of the bundle on ``data``; with ``out``, also metrics.json and the plots."""
     graphs = open_graphs(bundle, "cpu", threads)
     modality = {e["slug"]: e["modality"] for e in bundle.manifest["encoders"]}
+    kinds = set(modality.values())
     paths = {
-        ablation: [s for s in bundle.pipeline.slugs if modality[s] == kind]
-        for ablation, kind in ABLATIONS.items()
+        variant: [s for s in bundle.pipeline.slugs if modality[s] == kind]
+        for variant, kind in MASKED_VARIANTS.items()
+        if kinds - {kind}
     }
     cascade = Cascade.from_manifest(bundle.manifest)
     if cascade is not None:
         paths[FIRST_STAGE] = list(cascade.first)
     answers = run_paths(bundle, graphs, data.products, paths, batch_size, threads, cascade=cascade)
+    probs = {"full": answers[FULL], **{v: answers[v] for v in MASKED_VARIANTS if v in paths}}
+    poor_answers = None
+    if "text" in kinds:
+        words = CategoryWords.from_classes(bundle.manifest["labels"])
+        poor = [poor_title(p, words) for p in data.products]
+        poor_answers = run_paths(
+            bundle, graphs, poor, {}, batch_size, threads, POOR_TITLES, cascade=cascade
+        )
+        probs[POOR_TITLES] = poor_answers[FULL]
     n = len(data.products)
     model_seconds = sum(v for k, v in answers.seconds.items() if k in (*modality, "head:fused"))
     model_seconds += answers.seconds.get("model:fused", 0.0)
-    metrics = _metrics(bundle, data, answers.probs)
+    photo = _with_photo(answers, modality)
+    metrics = _metrics(bundle, data, probs, photo, review_threshold)
     if answers.decided is not None:
         metrics["cascade"] = cascade_metrics(bundle, data, answers)
+    if poor_answers is not None and poor_answers.decided is not None:
+        metrics["variants"][POOR_TITLES]["cascade"] = _served_by_cascade(bundle, data, poor_answers)
     featurize = answers.seconds["featurize"]
     metrics.update(
         {
             "items_per_s": n / model_seconds if model_seconds else None,
             "featurize_items_per_s": n / featurize if featurize else None,
             "throughput": {"batch_size": batch_size, "threads": threads, "provider": "cpu"},
-            "ablation_encoders": {k: v for k, v in paths.items() if k in ABLATIONS},
+            "variant_encoders": {k: v for k, v in paths.items() if k in MASKED_VARIANTS},
             "model": {"path": str(bundle.path), "fingerprint": bundle.fingerprint},
             "data": data.description,
         }
@@ -154,6 +178,12 @@ def evaluate_bundle(
         metrics["plots"] = confusion_plots(bundle, data.labels, answers[FULL], out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+def _with_photo(answers: PathProbs, modality: Mapping[str, str]) -> np.ndarray | None:
+    """Rows that have a photo (None: the bundle reads no photo)."""
+    image = [answers.present[s] for s, kind in modality.items() if kind == "image"]
+    return np.any(image, axis=0) if image else None
 
 
 def cascade_metrics(bundle: ModelBundle, data: EvalData, answers: PathProbs) -> dict[str, Any]:
@@ -167,15 +197,24 @@ def cascade_metrics(bundle: ModelBundle, data: EvalData, answers: PathProbs) -> 
     truth = [data.labels[:, i] for i in range(len(bundle.levels))]
     seconds = answers.seconds[CASCADE]
     return {
-        "levels": all_levels(bundle.levels, truth, _one_hot(bundle.manifest, answers[CASCADE])),
+        **_served_by_cascade(bundle, data, answers),
         "first_stage_levels": all_levels(
             bundle.levels, truth, _one_hot(bundle.manifest, answers[FIRST_STAGE])
         ),
-        "decided_by_text": float(decided.mean()),
         "decided_by_text_of_applicable": float(decided.sum() / max(1, applicable.sum())),
         "first": list(cascade.first),
         "thresholds": dict(zip(bundle.levels, cascade.thresholds, strict=True)),
         "items_per_s": len(decided) / seconds if seconds else None,
+    }
+
+
+def _served_by_cascade(bundle: ModelBundle, data: EvalData, answers: PathProbs) -> dict[str, Any]:
+    """A variant as the cascade serves it: does a poor title stop at the title, unread photo?"""
+    assert answers.decided is not None
+    truth = [data.labels[:, i] for i in range(len(bundle.levels))]
+    return {
+        "levels": all_levels(bundle.levels, truth, _one_hot(bundle.manifest, answers[CASCADE])),
+        "decided_by_text": float(answers.decided.mean()),
     }
 
 
@@ -208,25 +247,60 @@ def _one_hot(manifest: dict[str, Any], probs: Sequence[np.ndarray]) -> list[np.n
 
 
 def _metrics(
-    bundle: ModelBundle, data: EvalData, probs: dict[str, list[np.ndarray]]
+    bundle: ModelBundle,
+    data: EvalData,
+    probs: Mapping[str, list[np.ndarray]],
+    photo: np.ndarray | None,
+    review_threshold: float,
 ) -> dict[str, Any]:
-    levels = bundle.levels
-    truth = [data.labels[:, i] for i in range(len(levels))]
-
-    def per_level(variant: str) -> dict[str, Any]:
-        return all_levels(levels, truth, _one_hot(bundle.manifest, probs[variant]))
-
-    ece = {
-        level: expected_calibration_error(truth[i], probs[FULL][i])
-        for i, level in enumerate(levels)
+    """Full-input metrics at the top level (as before variants existed), every variant's
+    under ``variants``."""
+    variants = {
+        name: _variant(bundle, data.labels, probs[name], photo, review_threshold)
+        for name in VARIANTS
+        if name in probs
     }
+    full = variants["full"]
     return {
-        "levels": per_level("fused"),
-        "ablation": {v: {"levels": per_level(v)} for v in ABLATIONS},
-        "ece": ece[levels[-1]],
-        "ece_per_level": ece,
+        "levels": full["levels"],
+        "variants": variants,
+        "ece": full["ece_per_level"][bundle.levels[-1]],
+        "ece_per_level": full["ece_per_level"],
+        "review": full["review"],
         "n": len(data.products),
+        "n_with_photo": None if photo is None else int(photo.sum()),
     }
+
+
+def _variant(
+    bundle: ModelBundle,
+    labels: np.ndarray,
+    probs: Sequence[np.ndarray],
+    photo: np.ndarray | None,
+    review_threshold: float,
+) -> dict[str, Any]:
+    """One variant: per level on every row and on the rows with a photo, ECE, review."""
+    levels = bundle.levels
+    paths = _paths(bundle.manifest)
+    best = best_paths(probs, paths)
+
+    def per_level(rows: np.ndarray) -> dict[str, Any]:
+        truth = [labels[rows, i] for i in range(len(levels))]
+        return all_levels(levels, truth, _one_hot(bundle.manifest, [p[rows] for p in probs]))
+
+    result: dict[str, Any] = {
+        "levels": per_level(np.arange(len(labels))),
+        "ece_per_level": {
+            level: expected_calibration_error(labels[:, i], probs[i])
+            for i, level in enumerate(levels)
+        },
+        "review": review_catch(
+            levels, labels, paths[best], chosen_scores(probs, paths, best), review_threshold
+        ),
+    }
+    if photo is not None and photo.any():
+        result["with_photo"] = {"levels": per_level(np.flatnonzero(photo))}
+    return result
 
 
 def confusion_plots(

@@ -48,7 +48,13 @@ def to_onnx(
     sequences: Sequence[str] = (),
 ) -> None:
     """Export ``module`` (called with ``sample``'s ``inputs`` in order) with a batch axis;
-    ``sequences``: inputs whose second axis (a padded sequence) is dynamic too."""
+    ``sequences``: inputs whose second axis (a padded sequence) is dynamic too.
+
+    ``module`` is put in eval mode first: the exporter restores the mode it found, and a
+    wrapper built in train mode would leave a fine-tuned encoder training afterwards (its
+    batch norms then moved by the next forward, away from the exported graph).
+    """
+    module.eval()
     args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in inputs)
     dynamic: dict[str, dict[int, str]] = {name: {0: "batch"} for name in [*inputs, *outputs]}
     for name in sequences:

@@ -105,6 +105,100 @@ def _cascade(manifest: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
             f"(cascade minus fused: {-drop * 100:+.2f} points)"
             + (f", its graphs {speed:.1f} items/s (featurizing excluded)" if speed else "")
         )
+    poor = metrics.get("variants", {}).get("poor_titles", {}).get("cascade")
+    if poor:
+        finest = manifest["levels"][-1]
+        lines.append(
+            f"- Test split with poor titles: {poor['decided_by_text']:.1%} decided by the "
+            f"title, {finest} accuracy {poor['levels'][finest]['accuracy']:.4f} as the cascade "
+            "serves them"
+        )
+    return lines + [""]
+
+
+VARIANT_TITLES = {
+    "full": "full input",
+    "poor_titles": "poor titles (category words removed)",
+    "no_title": "no title (photo only)",
+    "no_photo": "no photo (title only)",
+}
+
+
+def _per_level(values: dict[str, float]) -> str:
+    return ", ".join(f"{level} {value:.3f}" for level, value in values.items()) or "none"
+
+
+def _variants(metrics: dict[str, Any]) -> list[str]:
+    """Each evaluation variant per level: all rows and rows with a photo, ECE, review."""
+    variants = metrics.get("variants") or {}
+    if not variants:
+        return []
+    photo = metrics.get("n_with_photo")
+    lines = [
+        "",
+        "### As shops send products: evaluation variants",
+        "",
+        "The same test rows with the title stripped of every word that names a category, "
+        "without a title, and without a photo. Accuracy / macro-F1 on every row and on the "
+        f"{photo} rows with a photo; ECE per level (master / sub / finest); errors flagged: "
+        "the share of wrong answers (any level) `needs_review` flags at score "
+        f"{variants['full']['review']['threshold']}, and the share of all rows it flags.",
+        "",
+        "| variant | level | accuracy | macro-F1 | with photo: accuracy | macro-F1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in variants.items():
+        with_photo = result.get("with_photo", {}).get("levels", {})
+        for level, m in result["levels"].items():
+            p = with_photo.get(level)
+            lines.append(
+                f"| {VARIANT_TITLES.get(name, name)} | {level} | {m['accuracy']:.4f} | "
+                f"{m['macro_f1']:.4f} | "
+                + (f"{p['accuracy']:.4f} | {p['macro_f1']:.4f} |" if p else "— | — |")
+            )
+    lines += [
+        "",
+        "| variant | ECE per level | errors flagged | rows flagged |",
+        "|---|---|---|---|",
+    ]
+    for name, result in variants.items():
+        review = result["review"]
+        caught = review["errors_flagged_any_level"]
+        lines.append(
+            f"| {VARIANT_TITLES.get(name, name)} | "
+            f"{' / '.join(f'{v:.3f}' for v in result['ece_per_level'].values())} | "
+            f"{'—' if caught is None else f'{caught:.1%}'} | {review['flagged']:.1%} |"
+        )
+    return lines
+
+
+def _recipe(config: dict[str, Any]) -> str:
+    """How the rows were shown in training: what makes the photo matter."""
+    keys = (
+        "photo_oversample",
+        "category_word_dropout",
+        "title_dropout",
+        "modality_dropout",
+        "view_weights",
+        "schedule",
+    )
+    return "- Recipe: " + ", ".join(f"{k} {config[k]}" for k in keys if k in config)
+
+
+def _title_only(training: dict[str, Any]) -> list[str]:
+    """The classes no training row with a photo carried (learned from titles alone)."""
+    classes = training.get("title_only_classes")
+    if not classes:
+        return []
+    lines = [
+        "## Classes learned from titles only",
+        "",
+        "No training row of these classes had a photo: the model knows them from titles "
+        "alone, so a product of theirs with a poor or missing title is likely misfiled.",
+        "",
+    ]
+    for level, names in classes.items():
+        lines.append(f"- {level} ({len(names)}): {', '.join(names) or 'none'}")
     return lines + [""]
 
 
@@ -156,17 +250,12 @@ def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str
         "",
         *_table(metrics["levels"]),
     ]
-    for name, result in metrics.get("ablation", {}).items():
-        lines += [
-            "",
-            f"Ablation `{name}` (other modalities fed as missing):",
-            "",
-            *_table(result["levels"]),
-        ]
+    lines += _variants(metrics)
     speed = metrics.get("items_per_s")
     lines += [
         "",
-        f"- Calibration (ECE, finest level): {metrics['ece']:.4f}",
+        f"- Calibration (ECE per level, full input): {_per_level(metrics['ece_per_level'])}; "
+        f"temperatures fitted on validation: {_per_level(training.get('temperatures') or {})}",
         f"- Throughput of the graph: {speed:.1f} items/s "
         f"(batch {metrics['throughput']['batch_size']}, {metrics['throughput']['threads']} "
         "CPU threads, featurizing excluded)"
@@ -190,7 +279,11 @@ def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str
     lines += [
         f"- Best epoch {training.get('best_epoch')} of {len(training.get('history', []))} "
         f"(early stopping on validation mean macro-F1)",
+        _recipe(training.get("config", {})),
+        f"- Answer: the views fused / title / photo weighted {training.get('view_weights')}"
+        + (" (chosen on validation)" if training.get("config", {}).get("fit_views") else ""),
         "",
+        *_title_only(training),
         *_cascade(manifest, metrics),
         "## Plots",
         "",

@@ -18,13 +18,15 @@ import numpy as np
 from prodcat.contract.components import Encoder
 from prodcat.contract.pipeline import Pipeline
 from prodcat.model.bundle import ModelBundle
+from prodcat.training.augment import Augmentation
 from prodcat.training.build import DEFAULT_TOLERANCE, Validation
 from prodcat.training.bundle_writer import record_metrics, write_bundle
 from prodcat.training.datasets import Dataset, DatasetOptions, load_dataset
 from prodcat.training.evaluate import evaluate_bundle, load_eval_data
-from prodcat.training.feature_cache import build_features
+from prodcat.training.feature_cache import FeatureSet, build_features
 from prodcat.training.fusion import FusionModel
 from prodcat.training.model_card import write_card
+from prodcat.training.title_dropout import build_title_dropout
 from prodcat.training.trainer import TrainConfig, pick_device, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,31 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         data.label_space.sizes(),
         spec.train.modality_dropout,
         pipeline.slugs,
+        spec.train.view_weights,
     )
     device = pick_device(spec.train.device)
     model.to(device)
     products = [r.product for r in data.records]
     features = build_features(
-        pipeline, model, products, data.identity(), spec.cache_dir, device, spec.threads
+        pipeline,
+        model,
+        products,
+        data.identity(),
+        spec.cache_dir,
+        device,
+        spec.threads,
+        augmentation=(Augmentation(), spec.train.augment_copies),
+    )
+    titles = build_title_dropout(
+        pipeline,
+        model,
+        products,
+        data.label_space.classes,
+        data.identity(),
+        spec.cache_dir,
+        (spec.train.category_word_dropout, spec.train.title_dropout),
+        device,
+        spec.threads,
     )
     labels = np.asarray([r.labels for r in data.records], dtype=np.int64)
     result = train(
@@ -98,6 +119,7 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         data.splits["val"],
         data.label_space.levels,
         spec.train,
+        titles,
     )
     model.cpu()
     training = {
@@ -109,6 +131,11 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         "val_metrics": result.val_metrics,
         "history": result.history,
         "featurize_failures": features.failures,
+        "temperatures": dict(
+            zip(data.label_space.levels, model.temperatures.tolist(), strict=True)
+        ),
+        "view_weights": dict(zip(model.view_names, model.view_weights, strict=True)),
+        "title_only_classes": title_only_classes(data, features),
     }
     val_products = [products[i] for i in data.splits["val"]]
     with ThreadPoolExecutor(spec.threads) as pool:
@@ -144,9 +171,28 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         metrics = evaluate_bundle(bundle, test, spec.out, threads=spec.threads)
         record_metrics(spec.out, metrics)
         write_card(spec.out, metrics)
-        keys = ("levels", "ablation", "cascade", "ece", "items_per_s")
+        keys = ("levels", "variants", "cascade", "ece_per_level", "review", "items_per_s")
         summary["test"] = {k: metrics[k] for k in keys if k in metrics}
     return summary
+
+
+def title_only_classes(data: Dataset, features: FeatureSet) -> dict[str, list[str]] | None:
+    """Per level, the classes no training row with a photo carries: the model learned them
+    from titles alone (None: the model reads no photo)."""
+    pipeline = features.pipeline
+    image = [
+        s for s, e in zip(pipeline.slugs, pipeline.encoders, strict=True) if e.modality != "text"
+    ]
+    if not image:
+        return None
+    train = np.asarray(data.splits["train"])
+    photo = np.any([features.masks[s][train] > 0 for s in image], axis=0)
+    space = data.label_space
+    seen = [{data.records[i].labels[j] for i in train[photo]} for j in range(len(space.levels))]
+    return {
+        level: [c for k, c in enumerate(space.classes[level]) if k not in seen[j]]
+        for j, level in enumerate(space.levels)
+    }
 
 
 def fit_image_decoding(

@@ -69,3 +69,33 @@ def expected_calibration_error(
         if in_bin.any():
             total += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(total)
+
+
+def review_catch(
+    levels: Sequence[str],
+    labels: np.ndarray,
+    served: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+) -> dict[str, object]:
+    """What the worker's ``needs_review`` flag (any level's served score under
+    ``threshold``) catches: the share of rows it flags, and per level the share of the wrong
+    answers it flags (``errors_flagged``: how much of the damage a reviewer gets to see).
+
+    ``served`` and ``scores`` are (rows, levels): the served path's class indices and scores.
+    """
+    flagged = (scores < threshold).any(axis=1)
+    wrong = served != labels
+    caught = {
+        level: float(flagged[wrong[:, i]].mean()) if wrong[:, i].any() else None
+        for i, level in enumerate(levels)
+    }
+    return {
+        "threshold": threshold,
+        "flagged": float(flagged.mean()) if len(flagged) else 0.0,
+        "errors_flagged": caught,
+        "wrong_any_level": int(wrong.any(axis=1).sum()),
+        "errors_flagged_any_level": float(flagged[wrong.any(axis=1)].mean())
+        if wrong.any()
+        else None,
+    }

@@ -58,9 +58,11 @@ def command(
     corrections: str | None,
     as_json: bool,
 ) -> None:
-    """Accuracy, macro/weighted-F1 per level, text/image ablation, the text-first cascade as
-    served (accuracy, share decided by text, speed), ECE, confusion matrices and throughput
-    of a model bundle; written to metrics.json.
+    """Accuracy, macro/weighted-F1 per level, on the full input and as shops send products
+    (variants: poor titles without the words that name a category, no title, no photo; each
+    also on the rows with a photo), ECE per level, the share of wrong answers needs_review
+    flags, the text-first cascade as served (accuracy, share decided by text, speed),
+    confusion matrices and throughput of a model bundle; written to metrics.json.
 
     The default --out is <model>/eval-<data file stem>-<split>. With --corrections the
     reviewers' labels win, and metrics.json gains `reviewed`: the scores on the reviewed
@@ -82,7 +84,14 @@ def command(
         raise click.ClickException(str(exc)) from None
     target = Path(out) if out else model / f"eval-{Path(data).stem}-{rows.description['split']}"
     threads = settings.worker.ort_threads
-    metrics = evaluate_bundle(bundle, rows, target, batch_size=batch_size, threads=threads)
+    metrics = evaluate_bundle(
+        bundle,
+        rows,
+        target,
+        batch_size=batch_size,
+        threads=threads,
+        review_threshold=settings.worker.review_threshold,
+    )
     if reviewed_labels:
         metrics["reviewed"] = _reviewed(bundle, Path(data), reviewed_labels, batch_size, threads)
         (target / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
@@ -91,16 +100,24 @@ def command(
         return
     click.echo(f"{rows.description['rows']} rows ({rows.description['split']}); wrote {target}")
     cascade = metrics.get("cascade")
-    variants = [("fused", metrics["levels"])]
-    variants += [(name, result["levels"]) for name, result in metrics["ablation"].items()]
-    variants += [("cascade", cascade["levels"])] if cascade else []
-    for variant, levels in variants:
+    click.echo(f"{'variant':12} {'level':20} {'all rows':>19}  {'rows with a photo':>19}")
+    blocks = [(name, v["levels"], v.get("with_photo")) for name, v in metrics["variants"].items()]
+    blocks += [("cascade", cascade["levels"], None)] if cascade else []
+    for variant, levels, with_photo in blocks:
         for level, m in levels.items():
+            photo = (with_photo or {}).get("levels", {}).get(level)
             click.echo(
-                f"{variant:10} {level:20} acc {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
-                f"  weighted-F1 {m['weighted_f1']:.4f}"
+                f"{variant:12} {level:20} acc {m['accuracy']:.4f} F1 {m['macro_f1']:.4f}"
+                + (f"  acc {photo['accuracy']:.4f} F1 {photo['macro_f1']:.4f}" if photo else "")
             )
-    click.echo(f"ECE {metrics['ece']:.4f}; {metrics['items_per_s']:.1f} items/s (graph only)")
+    for name, v in metrics["variants"].items():
+        caught = v["review"]["errors_flagged_any_level"]
+        click.echo(
+            f"{name:12} ECE {' / '.join(f'{e:.3f}' for e in v['ece_per_level'].values())}; "
+            f"needs_review flags {v['review']['flagged']:.1%} of rows"
+            + ("" if caught is None else f", {caught:.1%} of the wrong answers")
+        )
+    click.echo(f"{metrics['items_per_s']:.1f} items/s (graph only)")
     if cascade:
         click.echo(
             f"cascade: {cascade['decided_by_text']:.1%} decided by text; "

@@ -1,9 +1,11 @@
 """``prodcat train``: train a fusion model from plugins and write a model bundle.
 
-The defaults train the best model this 2-core machine manages in about 15 minutes on the
-fashion photos: frozen MiniLM titles + frozen EfficientNet-Lite0 photos (both cached after
-the first run) fused by an MLP head. Component options take ``name`` or
-``name:{json config}``, for example ``--encoder 'text.hashgram:{"buckets": 65536}'``.
+The defaults train on every labelled fashion row, with or without a photo: frozen MiniLM
+titles + frozen EfficientNet-Lite0 photos (both cached after the first run) fused by an MLP
+head, photo rows shown three times per epoch, titles hidden or stripped of their category
+words in training so that the photo matters (docs/benchmarks.md has the numbers).
+Component options take ``name`` or ``name:{json config}``, for example
+``--encoder 'text.hashgram:{"buckets": 65536}'``.
 """
 
 from __future__ import annotations
@@ -58,19 +60,20 @@ def resolve_data(settings: Settings, data: str | None, dataset: str | None) -> P
 @click.option(
     "--dataset",
     type=click.Choice(sorted(DATASET_FILES)),
-    help="A shared data set by name (default: fashion, rows with a photo).",
+    help="A shared data set by name (default: fashion).",
 )
 @click.option("--levels", help="Comma-separated taxonomy levels (default: all of the format's).")
 @click.option(
     "--with-images-only/--all-rows",
-    default=None,
-    help="Keep only rows with a photo (default: on for the default fashion data, else off).",
+    default=False,
+    show_default=True,
+    help="Keep only rows with a photo (default: every labelled row; missing photos are masked).",
 )
 @click.option("--limit", type=int, help="Use only the first N usable rows.")
 @click.option("--preprocessor", "preprocessors", multiple=True, help="name[:json]; repeatable.")
 @click.option("--encoder", "encoders", multiple=True, help="name[:json]; repeatable.")
 @click.option("--head", default="head.mlp", show_default=True, help="name[:json].")
-@click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs to train.")
+@click.option("--epochs", type=int, default=8, show_default=True, help="Most epochs to train.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Rows per step.")
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="AdamW learning rate.")
 @click.option("--patience", type=int, default=6, show_default=True, help="Early-stop patience.")
@@ -80,6 +83,27 @@ def resolve_data(settings: Settings, data: str | None, dataset: str | None) -> P
     default=0.25,
     show_default=True,
     help="Chance of hiding each modality of a training row, so missing ones are handled.",
+)
+@click.option(
+    "--photo-oversample",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Show rows with a photo this many times per epoch.",
+)
+@click.option(
+    "--category-word-dropout",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Chance of training a row on its title without the words that name a category.",
+)
+@click.option(
+    "--title-dropout",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Chance of hiding a training row's title (rows with a photo).",
 )
 @click.option(
     "--min-class-count",
@@ -140,14 +164,12 @@ def command(settings: Settings, **options: Any) -> None:
     from prodcat.training.trainer import TrainConfig
 
     logging.basicConfig(level=settings.log_level)
-    default_data = not options["data"] and not options["dataset"]
-    images_only = options["with_images_only"]
     spec = TrainSpec(
         data=resolve_data(settings, options["data"], options["dataset"]),
         out=Path(options["out"] or settings.model_dir),
         dataset=DatasetOptions(
             levels=options["levels"].split(",") if options["levels"] else None,
-            with_images_only=default_data if images_only is None else images_only,
+            with_images_only=options["with_images_only"],
             limit=options["limit"],
             min_class_count=options["min_class_count"],
             rare=options["rare"],
@@ -162,6 +184,9 @@ def command(settings: Settings, **options: Any) -> None:
             lr=options["lr"],
             patience=options["patience"],
             modality_dropout=options["modality_dropout"],
+            photo_oversample=options["photo_oversample"],
+            category_word_dropout=options["category_word_dropout"],
+            title_dropout=options["title_dropout"],
             seed=options["seed"],
             device=options["device"],
         ),
