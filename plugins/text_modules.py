@@ -91,6 +91,17 @@ class MiniLMModule(FrozenParts):
         return functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
+class VectorInput(nn.Module):
+    """The module of an encoder whose ``featurize`` already computed the embedding.
+
+    The vector passes through unchanged (a plain copy in ONNX, to keep the output a graph
+    node of its own); it has no weights, so training caches it like any frozen encoder.
+    """
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return embedding * 1.0
+
+
 class LstmModule(nn.Module):
     """The seed article's text encoder: word embeddings, a (bi)LSTM, mean over the words.
 
