@@ -11,6 +11,7 @@ The figures quoted in each ``why`` are measured in docs/benchmarks.md ("Other la
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 ComponentSpec = tuple[str, dict[str, Any]]
@@ -25,7 +26,8 @@ class DatasetRecipe:
     preprocessors: list[ComponentSpec]
     encoders: list[ComponentSpec]
     head: ComponentSpec
-    # prodcat train option name (as in --help, dashes as underscores) -> value
+    # training settings: prodcat train option names (dashes as underscores) that are also
+    # TrainConfig fields -> value
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -85,3 +87,22 @@ def apply_recipe(
     merged = {**options, **{name: value for name, value in parts.items() if name not in given}}
     record = {**recipe.to_json(), "overridden": sorted(set(parts) & given)}
     return merged, record
+
+
+def training_spec(recipe: DatasetRecipe, data: Path, out: Path, cache_dir: Path | None) -> Any:
+    """The :class:`prodcat.training.recipe.TrainSpec` of ``prodcat train --dataset NAME``
+    with no other option (the demo trains a missing model this way)."""
+    from prodcat.training.recipe import TrainSpec
+    from prodcat.training.trainer import TrainConfig
+
+    return TrainSpec(
+        data=data,
+        out=out,
+        preprocessors=list(recipe.preprocessors),
+        encoders=list(recipe.encoders),
+        head=recipe.head,
+        train=TrainConfig(**recipe.options),
+        cache_dir=cache_dir,
+        overwrite=True,
+        recipe={**recipe.to_json(), "overridden": []},
+    )
