@@ -104,7 +104,7 @@ def test_bundles_from_before_segmentation_keep_their_fingerprint() -> None:
     rebuilt with the old segmentation and its recorded fingerprint still matches."""
     manager = get_plugin_manager()
     for cls in (HashgramEncoder, LstmEncoder):
-        old_config = {k: v for k, v in cls.defaults.items() if k != "segmentation"}
+        old_config = {k: v for k, v in cls.defaults.items() if k not in cls.added_defaults}
         old_fingerprint = fingerprint_of(
             {"name": cls.name, "version": cls.version, "config": old_config}
         )
@@ -121,6 +121,14 @@ def test_bundles_from_before_segmentation_keep_their_fingerprint() -> None:
         assert cls().fingerprint() != old_fingerprint
     with pytest.raises(ValueError, match="segmentation"):
         HashgramEncoder({"segmentation": "jieba"})
+    with pytest.raises(ValueError, match="weighting"):
+        HashgramEncoder({"weighting": "tfidf"})
+
+
+def test_l2_weighting_normalises_the_counts() -> None:
+    arrays = HashgramEncoder({"weighting": "l2"}).featurize({"title": "男童加绒加厚毛衣"})
+    assert arrays["weights"].dtype == np.float32
+    assert float(np.linalg.norm(arrays["weights"])) == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.mark.parametrize("title", TRICKY_TITLES)

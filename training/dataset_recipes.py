@@ -34,6 +34,9 @@ class DatasetRecipe:
         return asdict(self)
 
 
+# A linear softmax layer over the (layer-normalised) text vector: with tens of thousands of
+# n-gram buckets the hidden layer of the default head only overfits.
+LINEAR: ComponentSpec = ("head.mlp", {"hidden": [], "dropout": 0.0, "input_norm": False})
 # Title text as shops write it, NFKC-folded (full-width forms to ASCII) by text.normalize.
 NORMALIZE: ComponentSpec = ("text.normalize", {})
 
@@ -46,8 +49,8 @@ RECIPES: dict[str, DatasetRecipe] = {
             "USE multilingual on the validation split"
         ),
         preprocessors=[NORMALIZE],
-        encoders=[("text.hashgram", {"word_ngrams": 3, "dim": 128})],
-        head=("head.mlp", {}),
+        encoders=[("text.hashgram", {"word_ngrams": 3, "dim": 128, "weighting": "l2"})],
+        head=LINEAR,
         options={"modality_dropout": 0.0, "epochs": 20, "patience": 4},
     ),
     "cdiscount_fr": DatasetRecipe(
