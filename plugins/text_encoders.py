@@ -74,10 +74,10 @@ class HashgramEncoder(HashedTextEncoder):
     (float32, ``max_ids``): each id's count divided by the total (``weighting`` ``mean``:
     the module's weighted sum is fastText's mean) or by the counts' L2 norm (``l2``, as
     TF-IDF vectors are normalised: a long title's n-grams are not diluted to nothing, which
-    is worth 5 points of accuracy on Chinese titles); word n-grams come first, so truncation drops character
-    n-grams of the last words first. Character n-grams make it language-agnostic; with
-    the ``script`` segmentation a Chinese character is a word, so word n-grams are
-    character n-grams.
+    is worth 5 points of accuracy on Chinese titles); word n-grams come first, so
+    truncation drops character n-grams of the last words first. Character n-grams make it
+    language-agnostic; with the ``script`` segmentation a Chinese character is a word, so
+    word n-grams are character n-grams.
     """
 
     name: ClassVar[str] = "text.hashgram"

@@ -9,10 +9,10 @@ emoji alone. Every one must come back as an assignment carrying the event's loca
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from bundles import cached_bundle
 from harness import publish, read_topic, topic_settings, worker_env
 
 from prodcat.kafka.clients import ensure_topics
+from prodcat.model.bundle import ModelBundle
 from prodcat.training.dataset_recipes import RECIPES, training_spec
 from prodcat.training.datasets import load_dataset, options_from_description
-from prodcat.model.bundle import ModelBundle
 from prodcat.worker.child import PRODCAT, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.training]
