@@ -37,6 +37,9 @@ class DatasetRecipe:
 # A linear softmax layer over the (layer-normalised) text vector: with tens of thousands of
 # n-gram buckets the hidden layer of the default head only overfits.
 LINEAR: ComponentSpec = ("head.mlp", {"hidden": [], "dropout": 0.0, "input_norm": False})
+# A linear model over L2-normalised hashed n-gram counts, started small: TF-IDF + a linear
+# classifier, learnt end to end.
+HASHGRAM: dict[str, Any] = {"dim": 128, "weighting": "l2", "init_std": 0.01}
 # Title text as shops write it, NFKC-folded (full-width forms to ASCII) by text.normalize.
 NORMALIZE: ComponentSpec = ("text.normalize", {})
 
@@ -49,7 +52,7 @@ RECIPES: dict[str, DatasetRecipe] = {
             "USE multilingual on the validation split"
         ),
         preprocessors=[NORMALIZE],
-        encoders=[("text.hashgram", {"word_ngrams": 3, "dim": 128, "weighting": "l2"})],
+        encoders=[("text.hashgram", {**HASHGRAM, "word_ngrams": 3})],
         head=LINEAR,
         options={"modality_dropout": 0.0, "epochs": 20, "patience": 4},
     ),
@@ -60,8 +63,13 @@ RECIPES: dict[str, DatasetRecipe] = {
             "character n-grams of title + brand + description carry most of it"
         ),
         preprocessors=[NORMALIZE],
-        encoders=[("text.hashgram", {"fields": ["title", "brand", "description"], "dim": 128})],
-        head=("head.mlp", {}),
+        encoders=[
+            (
+                "text.hashgram",
+                {**HASHGRAM, "fields": ["title", "brand", "description"], "max_ids": 512},
+            )
+        ],
+        head=LINEAR,
         options={"modality_dropout": 0.0, "epochs": 20, "patience": 4},
     ),
 }
