@@ -49,7 +49,7 @@ def use_model() -> Any:
 class UseMultilingualEncoder(TextEncoder):
     """Universal Sentence Encoder multilingual v3: a 512-d, L2-normalised text embedding.
 
-    Input: ``embedding`` (float32, 512), computed by ``featurize``. ``max_chars`` caps the
+    Input: ``sentence_vector`` (float32, 512), computed by ``featurize``. ``max_chars`` caps the
     text embedded (long descriptions cost time linearly and add little past it).
     """
 
@@ -67,7 +67,7 @@ class UseMultilingualEncoder(TextEncoder):
             )
 
     def input_spec(self) -> list[InputSpec]:
-        return [InputSpec("embedding", "float32", (USE_DIM,)), mask_spec()]
+        return [InputSpec("sentence_vector", "float32", (USE_DIM,)), mask_spec()]
 
     @property
     def output_dim(self) -> int:
@@ -82,7 +82,7 @@ class UseMultilingualEncoder(TextEncoder):
         if not text:
             return self.missing()
         embedding = use_model().encode(text)
-        return present({"embedding": np.asarray(embedding, dtype=np.float32)})
+        return present({"sentence_vector": np.asarray(embedding, dtype=np.float32)})
 
     def build_module(self) -> Any:
         from prodcat.plugins.text_modules import VectorInput

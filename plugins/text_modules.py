@@ -102,8 +102,8 @@ class VectorInput(nn.Module):
     node of its own); it has no weights, so training caches it like any frozen encoder.
     """
 
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return embedding * 1.0
+    def forward(self, sentence_vector: torch.Tensor) -> torch.Tensor:
+        return sentence_vector * 1.0
 
 
 class LstmModule(nn.Module):

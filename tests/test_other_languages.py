@@ -153,9 +153,9 @@ def test_use_multilingual_embeds_chinese_and_french_by_meaning() -> None:
 
     def embed(title: str) -> np.ndarray:
         arrays = encoder.featurize({"title": title})
-        assert arrays["embedding"].dtype == np.float32
-        assert arrays["embedding"].shape == spec["embedding"].shape
-        return arrays["embedding"]
+        assert arrays["sentence_vector"].dtype == np.float32
+        assert arrays["sentence_vector"].shape == spec["sentence_vector"].shape
+        return arrays["sentence_vector"]
 
     case_zh, case_fr, shoes = embed("手机壳"), embed("coque de téléphone"), embed("chaussures")
     assert np.linalg.norm(case_zh) == pytest.approx(1.0, abs=1e-3)
@@ -234,33 +234,35 @@ def test_tail_table_aligns_chinese_and_french_rows() -> None:
     assert any("zh-CN" in line for line in lines)
 
 
-def test_recipes_are_recorded_in_the_bundle_manifest(tmp_path: Path, data_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "encoders", "overridden"),
+    [
+        ([], [name for name, _ in RECIPES["lianshang_zh"].encoders], ["epochs"]),
+        (["--encoder", "text.use_multilingual"], ["text.use_multilingual"], ["encoders", "epochs"]),
+    ],
+    ids=["recipe", "encoder-overridden"],
+)
+def test_recipes_are_recorded_in_the_bundle_manifest(
+    extra: list[str], encoders: list[str], overridden: list[str], tmp_path: Path, data_dir: Path
+) -> None:
+    """`train --dataset NAME` trains the recipe; an option given on the command line wins,
+    and the bundle (USE's vector graph included) exports, passes parity and serves."""
     from click.testing import CliRunner
 
     from prodcat.cli.main import cli
+    from prodcat.model.bundle import ModelBundle
 
     out = tmp_path / "bundle"
+    command = ["train", "--dataset", "lianshang_zh", "--limit", "600", "--epochs", "2"]
     result = CliRunner().invoke(
         cli,
-        [
-            "train",
-            "--dataset",
-            "lianshang_zh",
-            "--limit",
-            "600",
-            "--epochs",
-            "2",
-            "--no-eval",
-            "--out",
-            str(out),
-        ],
+        [*command, *extra, "--no-eval", "--out", str(out)],
         env={"PRODCAT_DATA_DIR": str(data_dir), "PRODCAT_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     recipe = manifest["training"]["recipe"]
-    assert recipe["dataset"] == "lianshang_zh" and recipe["overridden"] == ["epochs"]
-    assert [e["name"] for e in manifest["encoders"]] == [
-        name for name, _ in RECIPES["lianshang_zh"].encoders
-    ]
+    assert recipe["dataset"] == "lianshang_zh" and recipe["overridden"] == overridden
+    assert [e["name"] for e in manifest["encoders"]] == encoders
     assert manifest["training"]["config"]["modality_dropout"] == 0.0
+    assert ModelBundle.load(out).fingerprint == manifest["fingerprint"]
