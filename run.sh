@@ -19,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> installing prodcat and its dependencies into $venv/ (first run: a few minutes)"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" -m pip install --quiet -c constraints.txt \
-        -e ".[cpu,embedded,train,dev]" -e examples/encoder-plugin
+        -e ".[cpu,embedded,train,multilingual,dev]" -e examples/encoder-plugin
     echo "$want" >"$stamp"
 fi
 

@@ -29,12 +29,16 @@ class HashgramBag(nn.Module):
     what exports cleanly to ONNX with a dynamic batch axis (a Gather and a ReduceSum).
     """
 
-    def __init__(self, num_ids: int, dim: int) -> None:
+    def __init__(self, num_ids: int, dim: int, init_std: float | None = None) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_ids, dim, padding_idx=PAD_ID)
+        if init_std is not None:  # else torch's N(0, 1)
+            with torch.no_grad():
+                self.embedding.weight.normal_(0.0, init_std)
+                self.embedding.weight[PAD_ID].zero_()
 
     def forward(self, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # featurize already normalised the weights to sum 1 (or 0 for an empty text).
+        # featurize already normalised the weights (sum or L2 norm 1; 0 for an empty text).
         return (self.embedding(ids) * weights.unsqueeze(-1)).sum(1)
 
 
@@ -89,6 +93,17 @@ class MiniLMModule(FrozenParts):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = masked_mean(hidden, attention_mask)
         return functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
+class VectorInput(nn.Module):
+    """The module of an encoder whose ``featurize`` already computed the embedding.
+
+    The vector passes through unchanged (a plain copy in ONNX, to keep the output a graph
+    node of its own); it has no weights, so training caches it like any frozen encoder.
+    """
+
+    def forward(self, sentence_vector: torch.Tensor) -> torch.Tensor:
+        return sentence_vector * 1.0
 
 
 class LstmModule(nn.Module):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from prodcat.contract.components import Encoder
 from prodcat.plugins.image_encoders import EfficientNetLite0Encoder, TorchvisionEncoder
+from prodcat.plugins.multilingual import UseMultilingualEncoder
 from prodcat.plugins.text_encoders import HashgramEncoder, LstmEncoder, MiniLMEncoder
 
 CHINESE = "女士纯棉短袖T恤 白色"
@@ -31,6 +32,7 @@ def all_encoders() -> list[Encoder]:
         HashgramEncoder(SMALL_HASHGRAM),
         MiniLMEncoder(),
         LstmEncoder(SMALL_LSTM),
+        UseMultilingualEncoder(),
         EfficientNetLite0Encoder(),
         TorchvisionEncoder(SMALL_RESNET),
     ]

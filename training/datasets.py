@@ -26,6 +26,8 @@ RareAction = Literal["merge", "drop"]
 GROUPING = {
     "fashion": "normalised title",
     "pricerunner": "cluster_id",
+    "lianshang_zh": "normalised title",
+    "cdiscount_fr": "normalised title",
 }
 
 

@@ -56,6 +56,8 @@ class TrainSpec:
     overwrite: bool = False
     # reviewers' labels by product id (prodcat.kafka.corrections): they win over the file's
     corrections: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the data set's recipe (prodcat.training.dataset_recipes) when one was applied
+    recipe: dict[str, Any] | None = None
 
 
 def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
@@ -137,6 +139,8 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         "view_weights": dict(zip(model.view_names, model.view_weights, strict=True)),
         "title_only_classes": title_only_classes(data, features),
     }
+    if spec.recipe:
+        training["recipe"] = spec.recipe
     val_products = [products[i] for i in data.splits["val"]]
     with ThreadPoolExecutor(spec.threads) as pool:
         items, _ = pipeline.featurize_many(val_products[:PARITY_ROWS], pool)

@@ -72,7 +72,9 @@ class Component:
 
     ``added_defaults``: config keys added after a version was released, each with the value
     that reproduces the behaviour from before it existed. A key holding that value is left
-    out of the fingerprint, so models built before the key existed keep matching.
+    out of the fingerprint, so models built before the key existed keep matching; a model
+    whose manifest lacks the key is rebuilt with that value, so the default of a new key may
+    be a new behaviour.
     """
 
     name: ClassVar[str] = ""

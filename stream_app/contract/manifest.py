@@ -27,8 +27,15 @@ def manifest_entry(manager: PluginManager, kind: str, component: Component) -> d
 
 
 def from_manifest(manager: PluginManager, kind: str, entry: Mapping[str, Any]) -> Any:
-    """Rebuild a component from its manifest entry, refusing any version/config skew."""
-    component = manager.create(kind, entry["name"], entry.get("config"))
+    """Rebuild a component from its manifest entry, refusing any version/config skew.
+
+    A config key the entry lacks was added to the plugin after the model was built: it takes
+    its ``added_defaults`` value, the one that reproduces the behaviour the model was built
+    with (the class's default may have moved on).
+    """
+    cls = manager.info(kind, entry["name"]).cls
+    config = {**cls.added_defaults, **(entry.get("config") or {})}
+    component = manager.create(kind, entry["name"], config)
     if component.version != entry.get("version"):
         raise ComponentMismatchError(
             f"{kind} {component.name!r}: the model was built with version "

@@ -156,7 +156,8 @@ def make_assignment(
     ``category_path`` is ``[(level, label, score), ...]`` from the top level down, ``top_k``
     maps each level to ``[(label, score), ...]`` best first, ``model`` has ``name``,
     ``version`` and ``fingerprint``; ``source`` is the event's ``(topic, partition, offset)``;
-    ``decided_by`` says which path of the text-first cascade answered (``text`` or ``full``).
+    ``decided_by`` says which path of the text-first cascade answered (``text`` or ``full``);
+    the event's ``locale`` travels to the assignment, so consumers can route by language.
     """
     assignment: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -182,6 +183,8 @@ def make_assignment(
         assignment["source"] = _source(*source)
     if decided_by is not None:
         assignment["decided_by"] = decided_by
+    if event.get("locale"):
+        assignment["locale"] = event["locale"]
     validate("assignment", assignment)
     return assignment
 

@@ -62,14 +62,20 @@ def unseen_products(manifest: dict[str, Any], count: int) -> list[DemoProduct]:
     return products
 
 
-def malformed_events(template: DemoProduct) -> list[DemoProduct]:
-    """A few broken events, one per way things go wrong at the door."""
+def malformed_events(template: DemoProduct, photos: bool = True) -> list[DemoProduct]:
+    """A few broken events, one per way things go wrong at the door.
+
+    ``photos``: include the broken photos (a model without an image encoder never looks at
+    a photo, so for it they are no fault).
+    """
     event = orjson.loads(template.value)
     base = {k: v for k, v in event.items() if k != "image"}
     cases = [
         ("not JSON", b"{this is not json"),
         ("title is a number", orjson.dumps(base | {"title": 404})),
         ("unknown field", orjson.dumps(base | {"price_eur": 10})),
+    ]
+    photo_cases = [
         (
             "photo is not an image",
             orjson.dumps(
@@ -87,6 +93,8 @@ def malformed_events(template: DemoProduct) -> list[DemoProduct]:
             orjson.dumps(base | {"image": {"url": "http://169.254.169.254/latest/meta-data"}}),
         ),
     ]
+    if photos:
+        cases += photo_cases
     return [
         DemoProduct(f"malformed-{i}".encode(), value, {}, title)
         for i, (title, value) in enumerate(cases)

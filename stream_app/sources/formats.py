@@ -19,13 +19,15 @@ class SourceError(ValueError):
 class Fields:
     """What a format's mapping extracts from one CSV row."""
 
-    product_id: str
+    product_id: str  # "" for layouts without an id column: the reader numbers the row
     title: str
     labels: dict[str, str]
     group: str | None
     brand: str | None = None
     attributes: dict[str, Any] | None = None
     image_path: str | None = None
+    description: str | None = None
+    locale: str | None = None  # BCP 47 tag of the catalogue's language
 
 
 class RowError(ValueError):
@@ -89,6 +91,33 @@ def _amazon_uk_toys(row: dict[str, str]) -> Fields:
     )
 
 
+def _lianshang_zh(row: dict[str, str]) -> Fields:
+    return Fields(
+        product_id="",
+        title=row["eq"],
+        labels=present_labels({"category": row["label"]}),
+        group=normalise_title(row["eq"]),
+        locale="zh-CN",
+    )
+
+
+CDISCOUNT_LEVELS = ("Categorie1", "Categorie2", "Categorie3")
+CDISCOUNT_NO_BRAND = "AUCUNE"
+
+
+def _cdiscount_fr(row: dict[str, str]) -> Fields:
+    brand = row["Marque"].strip()
+    return Fields(
+        product_id="",
+        title=row["Libelle"],
+        labels=present_labels({level: row[level] for level in CDISCOUNT_LEVELS}),
+        group=normalise_title(row["Libelle"]),
+        brand=brand if brand and brand != CDISCOUNT_NO_BRAND else None,
+        description=row["Description"].strip() or None,
+        locale="fr-FR",
+    )
+
+
 def present_labels(labels: dict[str, str]) -> dict[str, str]:
     return {level: label.strip() for level, label in labels.items() if label.strip()}
 
@@ -128,6 +157,18 @@ CSV_FORMATS: dict[str, CsvFormat] = {
         levels=AMAZON_LEVELS,
         columns={"product_id": "uniq_id", "title": "product_name", "brand": "manufacturer"},
         mapping=_amazon_uk_toys,
+    ),
+    "lianshang_zh": CsvFormat(
+        required=("eq", "label"),
+        levels=("category",),
+        columns={"title": "eq"},
+        mapping=_lianshang_zh,
+    ),
+    "cdiscount_fr": CsvFormat(
+        required=("Libelle", "Description", "Marque", *CDISCOUNT_LEVELS),
+        levels=CDISCOUNT_LEVELS,
+        columns={"title": "Libelle", "description": "Description", "brand": "Marque"},
+        mapping=_cdiscount_fr,
     ),
 }
 FORMATS = (*CSV_FORMATS, "jsonl")

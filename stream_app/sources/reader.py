@@ -156,17 +156,21 @@ def _has_bad_bytes(value: str) -> bool:
 
 
 def _event_from_fields(fields: Fields, fmt: str, line: int) -> dict[str, Any]:
+    product_id = fields.product_id or f"{fmt}-{line}"
     event: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "event_id": event_id_for(fmt, fields.product_id, line),
-        "product_id": fields.product_id,
+        "event_id": event_id_for(fmt, product_id, line),
+        "product_id": product_id,
         "occurred_at": now_rfc3339(),
         "title": fields.title,
     }
-    if fields.brand:
-        event["brand"] = fields.brand
-    if fields.attributes:
-        event["attributes"] = fields.attributes
+    optional = {
+        "description": fields.description,
+        "brand": fields.brand,
+        "attributes": fields.attributes,
+        "locale": fields.locale,
+    }
+    event.update({key: value for key, value in optional.items() if value})
     return event
 
 

@@ -20,17 +20,20 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prodcat.cli.options import json_option, model_option, serving_broker
 from prodcat.core.settings import Settings
+from prodcat.demo.cells import pad_cells
 from prodcat.demo.products import DemoProduct, malformed_events, unseen_products
-from prodcat.demo.quick_model import have_model, train_quick_model
+from prodcat.demo.quick_model import have_model, train_quick_model, train_recipe_model
 from prodcat.demo.services import DASHBOARD_RATE, DemoServices
 from prodcat.demo.tally import Tally
 from prodcat.kafka.clients import consumer as kafka_consumer
 from prodcat.kafka.clients import producer as kafka_producer
 from prodcat.model.bundle import BundleError, ModelBundle
+from prodcat.training.dataset_recipes import RECIPES
 from prodcat.worker.child import WorkerFailed
 
 
@@ -41,7 +44,7 @@ from prodcat.worker.child import WorkerFailed
     type=click.IntRange(1, 5000),
     default=300,
     show_default=True,
-    help="How many unseen fashion products to publish.",
+    help="How many unseen products to publish.",
 )
 @click.option(
     "--train-rows",
@@ -71,11 +74,19 @@ from prodcat.worker.child import WorkerFailed
     f"until Ctrl-C; products are then paced at {DASHBOARD_RATE:g}/s unless --rate says "
     "otherwise, and the corrections made are saved for `prodcat train --corrections`.",
 )
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(RECIPES)),
+    help="Classify products of this text-only catalogue in its own language instead of "
+    "fashion; its model (default folder: models/<dataset>) is trained with the data set's "
+    "recipe when missing, as `prodcat train --dataset NAME` does.",
+)
 @json_option("Print only the summary, as JSON.")
 @click.pass_obj
 def command(
     settings: Settings,
     model_dir: str | None,
+    dataset: str | None,
     products: int,
     train_rows: int,
     timeout_s: float,
@@ -83,18 +94,27 @@ def command(
     dashboard: bool,
     as_json: bool,
 ) -> None:
-    """Classify fashion products live with a local broker and worker, then summarise."""
+    """Classify products live with a local broker and worker, then summarise."""
     console = Console(stderr=as_json, quiet=as_json)
-    model = Path(model_dir or settings.model_dir)
+    model = Path(
+        model_dir or (Path(settings.model_dir).parent / dataset if dataset else settings.model_dir)
+    )
     if not have_model(model):
-        console.print(f"[bold]No model in {model}[/]: training a quick one ({train_rows} photos).")
-        train_quick_model(settings, model, train_rows)
+        if dataset:
+            console.print(f"[bold]No model in {model}[/]: training the {dataset} recipe.")
+            train_recipe_model(settings, model, dataset)
+        else:
+            console.print(
+                f"[bold]No model in {model}[/]: training a quick one ({train_rows} photos)."
+            )
+            train_quick_model(settings, model, train_rows)
     try:
         manifest = ModelBundle.load(model).manifest
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     items = unseen_products(manifest, products)
-    items[len(items) // 2 : len(items) // 2] = malformed_events(items[0])
+    photos = any(e["modality"] == "image" for e in manifest["encoders"])
+    items[len(items) // 2 : len(items) // 2] = malformed_events(items[0], photos)
     if dashboard and rate is None:
         rate = DASHBOARD_RATE
     try:
@@ -197,7 +217,7 @@ def _show(
         score = min(c["score"] for c in value["category_path"])
         mark = "[green]✓[/]" if ok else "[yellow]≈[/]"
         review = " [magenta](review)[/]" if value["needs_review"] else ""
-        line = f"{mark} {score:4.2f} {path:<45} {item.title}{review}"
+        line = f"{mark} {score:4.2f} {escape(pad_cells(path, 45))} {escape(item.title)}{review}"
         console.print(line, no_wrap=True, overflow="ellipsis")
         return
     key = base64.b64decode(value["original"]["key"]) if value["original"]["key"] else None

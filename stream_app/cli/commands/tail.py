@@ -2,6 +2,8 @@
 
 Reads through :mod:`prodcat.kafka.assignments`, the helper downstream services use, so on
 the assignments topic it shows each source event once, as a deduplicating consumer sees it.
+The table is rich's, which measures text in terminal cells: Chinese labels and titles
+(two cells a character) stay aligned with the rest.
 """
 
 from __future__ import annotations
@@ -173,7 +175,8 @@ def describe(value: Any) -> tuple[str, str, str]:
         path = " > ".join(step["label"] for step in value["category_path"])
         score = min(step["score"] for step in value["category_path"])
         review = "  NEEDS REVIEW" if value.get("needs_review") else ""
-        return "assignment", path, f"min score {score:.2f}{review}"
+        locale = f"  {value['locale']}" if value.get("locale") else ""
+        return "assignment", path, f"min score {score:.2f}{locale}{review}"
     if isinstance(value, dict) and "title" in value:
         image = value.get("image") or {}
         photo = "photo (inline)" if "data" in image else "photo (url)" if image else "no photo"

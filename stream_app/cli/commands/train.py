@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 import orjson
+from click.core import ParameterSource
 
 from prodcat.cli.options import broker_option, corrections_option, json_option, load_corrections
 from prodcat.core.settings import Settings
@@ -25,6 +26,8 @@ DATASET_FILES = {
     "fashion": "fashion/catalog.csv",
     "pricerunner": "pricerunner/products.csv",
     "amazon_uk_toys": "amazon_uk_toys/products.csv",
+    "lianshang_zh": "lianshang_zh/products.csv",
+    "cdiscount_fr": "cdiscount_fr/products.csv",
 }
 
 
@@ -60,7 +63,8 @@ def resolve_data(settings: Settings, data: str | None, dataset: str | None) -> P
 @click.option(
     "--dataset",
     type=click.Choice(sorted(DATASET_FILES)),
-    help="A shared data set by name (default: fashion).",
+    help="A shared data set by name (default: fashion); lianshang_zh and cdiscount_fr train "
+    "their recipe (encoders, head, settings) unless options say otherwise.",
 )
 @click.option("--levels", help="Comma-separated taxonomy levels (default: all of the format's).")
 @click.option(
@@ -155,15 +159,11 @@ def command(settings: Settings, **options: Any) -> None:
     from prodcat.contract.manager import PluginError
     from prodcat.training.datasets import DatasetOptions
     from prodcat.training.export import ExportError
-    from prodcat.training.recipe import (
-        DEFAULT_ENCODERS,
-        DEFAULT_PREPROCESSORS,
-        TrainSpec,
-        run_training,
-    )
+    from prodcat.training.recipe import TrainSpec, run_training
     from prodcat.training.trainer import TrainConfig
 
     logging.basicConfig(level=settings.log_level)
+    options, recipe = _components(options)
     spec = TrainSpec(
         data=resolve_data(settings, options["data"], options["dataset"]),
         out=Path(options["out"] or settings.model_dir),
@@ -174,10 +174,9 @@ def command(settings: Settings, **options: Any) -> None:
             min_class_count=options["min_class_count"],
             rare=options["rare"],
         ),
-        preprocessors=[parse_component(p) for p in options["preprocessors"]]
-        or list(DEFAULT_PREPROCESSORS),
-        encoders=[parse_component(e) for e in options["encoders"]] or list(DEFAULT_ENCODERS),
-        head=parse_component(options["head"]),
+        preprocessors=options["preprocessors"],
+        encoders=options["encoders"],
+        head=options["head"],
         train=TrainConfig(
             epochs=options["epochs"],
             batch_size=options["batch_size"],
@@ -198,6 +197,7 @@ def command(settings: Settings, **options: Any) -> None:
         evaluate=not options["no_eval"],
         overwrite=options["overwrite"],
         corrections=load_corrections(settings, options["corrections"]),
+        recipe=recipe,
     )
     try:
         summary = run_training(spec)
@@ -207,6 +207,31 @@ def command(settings: Settings, **options: Any) -> None:
         click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     else:
         _print(summary)
+
+
+def _components(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Parsed component specs; a ``--dataset`` with a recipe (prodcat.training.
+    dataset_recipes) fills every option not given on the command line from it."""
+    from prodcat.training.dataset_recipes import apply_recipe, recipe_for
+    from prodcat.training.recipe import DEFAULT_ENCODERS, DEFAULT_PREPROCESSORS
+
+    context = click.get_current_context()
+    given = {
+        name
+        for name in options
+        if context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    }
+    parsed = {
+        **options,
+        "preprocessors": [parse_component(p) for p in options["preprocessors"]]
+        or list(DEFAULT_PREPROCESSORS),
+        "encoders": [parse_component(e) for e in options["encoders"]] or list(DEFAULT_ENCODERS),
+        "head": parse_component(options["head"]),
+    }
+    recipe = recipe_for(options["dataset"])
+    if recipe is None:
+        return parsed, None
+    return apply_recipe(recipe, parsed, given)
 
 
 def _print(summary: dict[str, Any]) -> None:
