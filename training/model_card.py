@@ -202,7 +202,7 @@ def _title_only(training: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _recipe(recipe: dict[str, Any] | None) -> list[str]:
+def _dataset_recipe(recipe: dict[str, Any] | None) -> list[str]:
     """The data set's recipe the bundle was trained with, and what the command overrode."""
     if not recipe:
         return []
@@ -256,7 +256,7 @@ def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str
         f"- Classes with fewer than {rare.get('threshold')} rows: {rare.get('action')} "
         f"({sum(len(v) for v in rare.get('classes', {}).values())} classes)",
         f"- Skipped rows: {data.get('skipped') or 'none'}",
-        *_recipe(training.get("recipe")),
+        *_dataset_recipe(training.get("recipe")),
         "",
         "## Metrics (test split, ONNX Runtime, served taxonomy-consistent path)",
         "",

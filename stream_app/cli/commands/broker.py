@@ -121,8 +121,12 @@ class StopRequest:
         if not self.serving:
             raise KeyboardInterrupt
 
-    def wait(self, running: Callable[[], bool], died: str) -> None:
+    def started(self) -> None:
+        """From now on a signal stops the broker through :meth:`wait` (before anything is
+        announced: a caller may signal as soon as it reads the address)."""
         self.serving = True
+
+    def wait(self, running: Callable[[], bool], died: str) -> None:
         while not self.requested.wait(0.5):
             if not running():
                 raise click.ClickException(died)
@@ -131,6 +135,7 @@ class StopRequest:
 def _serve_tansu(port: int, log_file: str | None, as_json: bool, stop: StopRequest) -> None:
     broker = EmbeddedBroker(port=port, log_path=log_file).start()
     try:
+        stop.started()
         if as_json:
             line = {"bootstrap": broker.bootstrap, "pid": broker.pid, "log": str(broker.log_path)}
             click.echo(orjson.dumps(line))
@@ -175,6 +180,7 @@ def _serve_kafka(
         click.echo(f"starting Apache Kafka {jars.version}, {nodes} node(s) ...", err=True)
     cluster = KafkaCluster(jars, nodes=nodes, data_dir=data_dir, port=port or 0).start()
     try:
+        stop.started()
         logs = [str(node.log_path) for node in cluster.nodes]
         if as_json:
             line = {
