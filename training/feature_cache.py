@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -35,6 +35,13 @@ CHUNK = 64
 MEMORY_BUDGET = 1 << 30
 
 Batch = tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
+class BatchSource(Protocol):
+    """Anything that hands out training batches by row index (a FeatureSet, or one seen
+    with poor titles, ``training.title_dropout``)."""
+
+    def batch(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> Batch: ...
 
 
 @dataclass

@@ -35,6 +35,10 @@ class TitleDropout:
     category_word_dropout: float
     title_dropout: float
 
+    def poor_inputs(self, features: FeatureSet) -> PoorTitleInputs:
+        assert self.poor is not None
+        return PoorTitleInputs(features, self.poor)
+
     def apply(self, batch: Batch, rows: np.ndarray, rng: np.random.Generator) -> Batch:
         """``batch`` (of ``rows``) with some titles hidden and some made poor."""
         if not self.text_slugs:
@@ -52,6 +56,19 @@ class TitleDropout:
         for slug in self.text_slugs:
             masks[slug] = np.where(hide, 0.0, masks[slug]).astype(np.float32)
         return raw, masks, cached
+
+
+@dataclass
+class PoorTitleInputs:
+    """Every row of ``features`` with its poor title (validation: what shops send)."""
+
+    features: FeatureSet
+    poor: FeatureSet
+
+    def batch(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> Batch:
+        rows = np.asarray(indices)
+        every = np.ones(len(rows), dtype=bool)
+        return _take(self.poor.batch(rows), self.features.batch(rows, rng), every)
 
 
 def _take(source: Batch, target: Batch, rows: np.ndarray) -> Batch:
