@@ -3,7 +3,9 @@ the multilingual sentence encoder, the per-data-set recipes and CJK-aware displa
 
 from __future__ import annotations
 
+import io
 import json
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -239,9 +241,7 @@ def test_tail_table_aligns_chinese_and_french_rows() -> None:
         return Record("categories", 0, 1, None, value["product_id"], {}, value)
 
     records = [assignment("母婴用品", "zh-CN"), assignment("BRICOLAGE", "fr-FR")]
-    console = Console(width=120, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    from collections import deque
-
+    console = Console(width=120, record=True, file=io.StringIO())
     console.print(_table(deque(records), "categories", 2))
     lines = [line for line in console.export_text().splitlines() if "│" in line]
     assert len({cell_len(line) for line in lines}) == 1, lines
