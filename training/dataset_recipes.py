@@ -49,6 +49,7 @@ TEXT_ONLY: dict[str, Any] = {
     "epochs": 20,
     "patience": 4,
 }
+WHOLE_PRODUCT = ["title", "brand", "description"]
 # Title text as shops write it, NFKC-folded (full-width forms to ASCII) by text.normalize.
 NORMALIZE: ComponentSpec = ("text.normalize", {})
 
@@ -58,7 +59,7 @@ RECIPES: dict[str, DatasetRecipe] = {
         why=(
             "Chinese titles without spaces: hashed character 1-3-grams (every Han character "
             "a token, so word n-grams are character n-grams) beat the character LSTM and "
-            "USE multilingual on the validation split"
+            "USE multilingual, and adding USE beside them gains nothing"
         ),
         preprocessors=[NORMALIZE],
         encoders=[("text.hashgram", {**HASHGRAM, "word_ngrams": 3})],
@@ -68,15 +69,15 @@ RECIPES: dict[str, DatasetRecipe] = {
     "cdiscount_fr": DatasetRecipe(
         dataset="cdiscount_fr",
         why=(
-            "French titles are short and level 3 has hundreds of classes: hashed word and "
-            "character n-grams of title + brand + description carry most of it"
+            "French title + brand + description: hashed word and character n-grams carry "
+            "the brand and model tokens, USE multilingual adds the meaning of the text; "
+            "together 1 point better at levels 1 and 2 than the n-grams alone, which serve "
+            "7 times faster (override with --encoder to pick them alone)"
         ),
         preprocessors=[NORMALIZE],
         encoders=[
-            (
-                "text.hashgram",
-                {**HASHGRAM, "fields": ["title", "brand", "description"], "max_ids": 512},
-            )
+            ("text.hashgram", {**HASHGRAM, "fields": WHOLE_PRODUCT, "max_ids": 512}),
+            ("text.use_multilingual", {"fields": WHOLE_PRODUCT}),
         ],
         head=LINEAR,
         options=TEXT_ONLY,

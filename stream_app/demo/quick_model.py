@@ -38,12 +38,10 @@ def train_quick_model(settings: Settings, model_dir: Path, rows: int) -> None:
     )
 
 
-def train_recipe_model(settings: Settings, model_dir: Path, dataset: str) -> None:
+def train_recipe_model(settings: Settings, model_dir: Path, dataset: str, data: Path) -> None:
     """What ``prodcat train --dataset NAME`` trains (the data set's recipe), into ``model_dir``."""
-    from prodcat.cli.commands.train import DATASET_FILES
     from prodcat.training.dataset_recipes import RECIPES, training_spec
     from prodcat.training.recipe import run_training
 
-    data = settings.data_path() / DATASET_FILES[dataset]
     cache = Path(settings.cache_dir)
     run_training(training_spec(RECIPES[dataset], data, model_dir, cache))

@@ -256,6 +256,8 @@ def _component(pm: Any, kind: str, entry: Mapping[str, Any]) -> Component:
             version = entry.get("distribution_version")
             exc.args = (f"{exc}; it came from {origin}{f'=={version}' if version else ''}",)
         raise
+    except ValueError as exc:  # the component refuses to be built here (a missing package)
+        raise BundleError(f"{kind} {entry['name']!r}: {exc}") from None
 
 
 def _load_assets(component: Component, folder: Path) -> None:

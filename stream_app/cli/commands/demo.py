@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from prodcat.cli.commands.train import resolve_data
 from prodcat.cli.options import json_option, model_option, serving_broker
 from prodcat.core.settings import Settings
 from prodcat.demo.cells import pad_cells
@@ -102,7 +103,7 @@ def command(
     if not have_model(model):
         if dataset:
             console.print(f"[bold]No model in {model}[/]: training the {dataset} recipe.")
-            train_recipe_model(settings, model, dataset)
+            train_recipe_model(settings, model, dataset, resolve_data(settings, None, dataset))
         else:
             console.print(
                 f"[bold]No model in {model}[/]: training a quick one ({train_rows} photos)."
