@@ -43,6 +43,12 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def fashion(data_dir: Path) -> Path:
+    """The fashion catalogue's CSV (a module may override it with its own ``fashion``)."""
+    return data_dir / "fashion" / "catalog.csv"
+
+
+@pytest.fixture(scope="session")
 def embedded_broker() -> Iterator[str]:
     """A real embedded Tansu broker on a free port for the whole session; yields its bootstrap."""
     from prodcat.kafka.embedded import EmbeddedBroker

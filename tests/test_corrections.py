@@ -92,11 +92,6 @@ def test_corrections_are_read_back_from_the_topic(embedded_broker: str) -> None:
     assert sorted(c["correction_id"] for c in found) == sorted(c["correction_id"] for c in sent)
 
 
-@pytest.fixture(scope="module")
-def fashion(data_dir: Path) -> Path:
-    return data_dir / "fashion" / "catalog.csv"
-
-
 def test_a_correction_wins_over_the_catalogue_label(fashion: Path) -> None:
     rows = [r for r in read_source(fashion, "fashion") if r.event is not None][:LIMIT]
     target = rows[7]

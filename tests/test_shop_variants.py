@@ -30,11 +30,6 @@ VARIANTS = {"full", "poor_titles", "no_title", "no_photo"}
 
 
 @pytest.fixture(scope="module")
-def fashion(data_dir: Path) -> Path:
-    return data_dir / "fashion" / "catalog.csv"
-
-
-@pytest.fixture(scope="module")
 def mixed_bundle(fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """hashgram + frozen EfficientNet-Lite0 on the first 400 rows, most without a photo."""
     root = tmp_path_factory.mktemp("mixed")

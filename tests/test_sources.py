@@ -13,11 +13,6 @@ from prodcat.core.events import validate
 from prodcat.sources import SourceError, detect_format, read_source, taxonomy_levels
 
 
-@pytest.fixture(scope="module")
-def fashion(data_dir: Path) -> Path:
-    return data_dir / "fashion" / "catalog.csv"
-
-
 def lines_of(path: Path, count: int) -> list[str]:
     with open(path, encoding="utf-8") as handle:
         return list(islice(handle, count))

@@ -28,11 +28,6 @@ FAST_TRAIN = TrainConfig(epochs=4, batch_size=32, patience=4, lr=3e-3)
 
 
 @pytest.fixture(scope="module")
-def fashion(data_dir: Path) -> Path:
-    return data_dir / "fashion" / "catalog.csv"
-
-
-@pytest.fixture(scope="module")
 def photo_bundle(fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """hashgram titles + frozen EfficientNet-Lite0 photos, trained on 160 fashion photos."""
     root = tmp_path_factory.mktemp("photo")
