@@ -25,6 +25,7 @@ from prodcat.worker.runtime import Runtime
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 GUARD_S = 60.0  # upper bound only, so a broken agent fails instead of hanging
 IDENTITY = {"name": "stub", "version": "1", "fingerprint": "0123456789abcdef"}
+MODEL_REVIEW_THRESHOLD = 0.92  # the stub model's "fitted" threshold: above its 0.9 scores
 
 
 class StubModel:
@@ -62,6 +63,7 @@ class StubModel:
                 "subCategory": [{"label": "Topwear", "score": sub}],
             },
             "model": IDENTITY,
+            "review_threshold": MODEL_REVIEW_THRESHOLD,
         }
 
 
@@ -173,6 +175,20 @@ def test_low_confidence_level_needs_review(plugin_manager: Any) -> None:
         assert body_of(recorder.outcomes[0])["needs_review"] is True
 
     with_agent(body, plugin_manager)
+
+
+@pytest.mark.parametrize(("setting", "flagged"), [(None, True), (0.5, False)])
+def test_the_models_review_threshold_applies_unless_one_is_set(
+    plugin_manager: Any, setting: float | None, flagged: bool
+) -> None:
+    """A confident answer (0.9 per level) is flagged by the model's fitted threshold (0.92)
+    when ``[worker] review_threshold`` is unset, and not when the setting says 0.5."""
+
+    async def body(agent: Any, recorder: Recorder) -> None:
+        await outcomes_for(agent, recorder, [{"value": product(title="plain shirt")}])
+        assert body_of(recorder.outcomes[0])["needs_review"] is flagged
+
+    with_agent(body, plugin_manager, review_threshold=setting)
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,10 @@ def test_metrics_have_every_variant_on_all_rows_and_photo_rows(
 ) -> None:
     metrics = json.loads((mixed_bundle["bundle"] / "metrics.json").read_text())
     assert set(metrics["variants"]) == VARIANTS
+    # needs_review is measured at the threshold fitted on the validation split
+    fitted = json.loads((mixed_bundle["bundle"] / "manifest.json").read_text())["review"]
+    assert 0 < fitted["threshold"] <= 1
+    assert fitted["validation"]["errors_flagged"] >= fitted["catch"]
     for variant in metrics["variants"].values():
         for block, n in ((variant, metrics["n"]), (variant["with_photo"], metrics["n_with_photo"])):
             assert set(block["levels"]) == LEVELS
@@ -75,11 +79,12 @@ def test_metrics_have_every_variant_on_all_rows_and_photo_rows(
                 assert m["n"] == n and 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
         assert set(variant["ece_per_level"]) == LEVELS
         review = variant["review"]
-        assert review["threshold"] == 0.5 and 0 <= review["flagged"] <= 1
+        assert review["threshold"] == fitted["threshold"] and 0 <= review["flagged"] <= 1
     assert metrics["levels"] == metrics["variants"]["full"]["levels"]
     card = (mixed_bundle["bundle"] / "README.md").read_text()
     assert "poor titles (category words removed)" in card
     assert "Classes learned from titles only" in card
+    assert f"`needs_review`: any level's score under {fitted['threshold']}" in card
 
 
 def test_poor_titles_are_what_the_bundle_is_scored_on(

@@ -50,6 +50,7 @@ def write_bundle(
     training: dict[str, Any],
     parity_batch: dict[str, np.ndarray],
     plugin_manager: Any,
+    review: dict[str, Any] | None = None,
     validation: Validation | None = None,
     calibration_products: Sequence[Product] = (),
     quantize: bool = False,
@@ -64,7 +65,8 @@ def write_bundle(
     ``validation`` (prodcat.training.split_bundle). Format 1: one graph, for workers of
     prodcat versions that read nothing newer. ``quantize``: int8 graphs, their accuracy
     change measured on ``validation``; format 2 calibrates the image encoders' static int8
-    on ``calibration_products`` (training rows).
+    on ``calibration_products`` (training rows). ``review``: the fitted ``needs_review``
+    threshold (``prodcat.training.review``).
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -87,6 +89,8 @@ def write_bundle(
     try:
         _export_assets(pipeline, tmp)
         base = _manifest(pipeline, head, label_space, dataset, training, plugin_manager)
+        if review is not None:
+            base["review"] = review
         if bundle_format == 2:
             from prodcat.training.split_bundle import build_split
 

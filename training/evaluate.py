@@ -6,7 +6,7 @@ same rows are answered as shops really send them (``variants``): ``poor_titles``
 that names a category removed from the title, ``prodcat.training.title_variants``),
 ``no_title`` (the photo alone) and ``no_photo`` (the title alone); each on all rows and on
 the rows with a photo, with ECE per level and the share of wrong answers ``needs_review``
-flags (a level's score under the worker's ``review_threshold``). A missing modality is
+flags (a level's score under the bundle's fitted ``review_threshold``). A missing modality is
 fed exactly as the worker feeds a product without it. A bundle with a calibrated cascade
 (format 2) is also measured as the worker serves it by default: the ``cascade`` block has
 its accuracy, the share of rows the first stage decided, and its graph speed, run batch by
@@ -35,7 +35,6 @@ from prodcat.training.scoring import all_levels, expected_calibration_error, rev
 from prodcat.training.title_variants import CategoryWords, poor_title
 
 SPLIT_CHOICES = ("auto", "all", "train", "val", "test")
-REVIEW_THRESHOLD = 0.5  # the worker's default ``review_threshold``
 # Variants answered from the full input's run with a modality masked: name -> kept modality.
 MASKED_VARIANTS = {"no_photo": "text", "no_title": "image"}
 POOR_TITLES = "poor_titles"
@@ -129,9 +128,14 @@ def evaluate_bundle(
     out: Path | None = None,
     batch_size: int = 32,
     threads: int = 2,
-    review_threshold: float = REVIEW_THRESHOLD,
+    review_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the bundle on ``data``; with ``out``, also metrics.json and the plots."""
+    """Metrics of the bundle on ``data``; with ``out``, also metrics.json and the plots.
+
+    ``review_threshold``: what ``needs_review`` is measured at (None: the bundle's own, as the
+    worker uses it unless ``[worker] review_threshold`` is set)."""
+    if review_threshold is None:
+        review_threshold = bundle.review_threshold
     graphs = open_graphs(bundle, "cpu", threads)
     modality = {e["slug"]: e["modality"] for e in bundle.manifest["encoders"]}
     kinds = set(modality.values())

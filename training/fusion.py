@@ -9,14 +9,18 @@ title alone (0.887 vs 0.964 accuracy on the fashion photos). Modality dropout ze
 modality's mask per item during training (never every modality of an item), which teaches
 the head to answer from the title alone or the photo alone.
 
-Out of training (validation, export, serving) the model answers as an average of views:
-the head on the fused vector, on the title alone and on the photo alone (each view's
-modalities kept, the others masked), weighted by ``view_weights`` over the views a row
-has, then divided per level by a temperature; both are fitted on the validation split
-(``training.trainer.fit_view_weights``, ``fit_temperatures``). A head trained with
-modality dropout is good at each view; averaging them keeps the fused answer from throwing
-away what the title alone knows (fused fell 0.8 points below the title alone on
-articleType before) while the photo still decides products whose title says little.
+Out of training (validation, export, serving) the model answers from several views: the
+head on the fused vector, on the title alone and on the photo alone (each view's
+modalities kept, the others masked), pooled as a weighted geometric mean of their
+probabilities (a weighted mean of log-probabilities, ``view_weights`` over the views a row
+has), then divided per level by a temperature; both are fitted on the validation split
+(``training.answer_fit``). A head trained with modality dropout is good at each view;
+pooling them keeps the fused answer from throwing away what the title alone knows (fused
+fell 0.8 points below the title alone on articleType before). Geometric rather than
+arithmetic pooling because a view that is sure a class is wrong vetoes it: with a title
+that no longer names the category, an arithmetic mean let a confident wrong title outvote
+the fused view (the fashion test rows with a photo, weights 1 / 2 / 0.5: articleType with
+poor titles 84.9% arithmetic, 88.4% geometric; full input 96.6% and 97.0%).
 
 Frozen encoders are not run during training: their outputs are precomputed once
 (``training.features``) and passed in as ``cached``. The exported graph
@@ -122,7 +126,7 @@ class FusionModel(nn.Module):
         self, embeddings: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, ...]:
         """Training: the head's logits on the fused vector (modality dropout applied).
-        Otherwise: log of the views' weighted mean probabilities, over the temperatures."""
+        Otherwise: the views' weighted mean log-probabilities, over the temperatures."""
         mask = torch.stack([masks[slug].float() for slug in self.slugs], dim=1)
         normed = [self.norms[slug](embeddings[slug].float()) for slug in self.slugs]
         if self.training:
@@ -142,19 +146,20 @@ class FusionModel(nn.Module):
     def _mean_of_views(
         self, normed: Sequence[torch.Tensor], mask: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """log(sum_v w_v p_v / sum_v w_v) per level over the views a row has (a view a row
-        lacks every modality of gets weight 0; the fused view always counts)."""
+        """sum_v w_v log p_v / sum_v w_v per level over the views a row has (a view a row
+        lacks every modality of gets weight 0; the fused view always counts, and a row with
+        one modality gets that view's answer whatever the weights)."""
         total: list[torch.Tensor] | None = None
         weight_sum = torch.zeros_like(mask[:, :1])
         for index, weight in enumerate(self.view_weights):
             view_mask = mask * self.view_keep[index]
             has_view = view_mask.amax(dim=1, keepdim=True) if index else torch.ones_like(weight_sum)
             w = has_view * weight
-            probs = [torch.softmax(level, dim=-1) * w for level in self._head(normed, view_mask)]
-            total = probs if total is None else [a + b for a, b in zip(total, probs, strict=True)]
+            logs = [torch.log_softmax(level, dim=-1) * w for level in self._head(normed, view_mask)]
+            total = logs if total is None else [a + b for a, b in zip(total, logs, strict=True)]
             weight_sum = weight_sum + w
         assert total is not None
-        return tuple(torch.log(level / weight_sum + 1e-12) for level in total)
+        return tuple(level / weight_sum for level in total)
 
 
 def _views(

@@ -142,7 +142,8 @@ def _variants(metrics: dict[str, Any]) -> list[str]:
         "without a title, and without a photo. Accuracy / macro-F1 on every row and on the "
         f"{photo} rows with a photo; ECE per level (master / sub / finest); errors flagged: "
         "the share of wrong answers (any level) `needs_review` flags at score "
-        f"{variants['full']['review']['threshold']}, and the share of all rows it flags.",
+        f"{variants['full']['review']['threshold']} (the bundle's unless evaluated with "
+        "another), and the share of all rows it flags.",
         "",
         "| variant | level | accuracy | macro-F1 | with photo: accuracy | macro-F1 |",
         "|---|---|---|---|---|---|",
@@ -170,6 +171,17 @@ def _variants(metrics: dict[str, Any]) -> list[str]:
             f"{'—' if caught is None else f'{caught:.1%}'} | {review['flagged']:.1%} |"
         )
     return lines
+
+
+def _review(review: dict[str, Any] | None) -> list[str]:
+    if not review:
+        return []
+    val = review["validation"]
+    return [
+        f"- `needs_review`: any level's score under {review['threshold']}, fitted to flag "
+        f"{review['catch']:.0%} of the validation split's wrong answers (it flags "
+        f"{val['errors_flagged']:.1%} of them, and {val['flagged']:.1%} of its rows)"
+    ]
 
 
 def _recipe(config: dict[str, Any]) -> str:
@@ -294,6 +306,7 @@ def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str
         _recipe(training.get("config", {})),
         f"- Answer: the views fused / title / photo weighted {training.get('view_weights')}"
         + (" (chosen on validation)" if training.get("config", {}).get("fit_views") else ""),
+        *_review(manifest.get("review")),
         "",
         *_title_only(training),
         *_cascade(manifest, metrics),

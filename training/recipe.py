@@ -18,6 +18,7 @@ import numpy as np
 from prodcat.contract.components import Encoder
 from prodcat.contract.pipeline import Pipeline
 from prodcat.model.bundle import ModelBundle
+from prodcat.model.decoding import path_index
 from prodcat.training.augment import Augmentation
 from prodcat.training.build import DEFAULT_TOLERANCE, Validation
 from prodcat.training.bundle_writer import record_metrics, write_bundle
@@ -26,6 +27,8 @@ from prodcat.training.evaluate import evaluate_bundle, load_eval_data
 from prodcat.training.feature_cache import FeatureSet, build_features
 from prodcat.training.fusion import FusionModel
 from prodcat.training.model_card import write_card
+from prodcat.training.predict import predict_split
+from prodcat.training.review import REVIEW_CATCH, fit_review
 from prodcat.training.title_dropout import build_title_dropout
 from prodcat.training.trainer import TrainConfig, pick_device, seed_everything, train
 
@@ -50,6 +53,7 @@ class TrainSpec:
     quantize: bool = False
     bundle_format: int = 2
     cascade_tolerance: float = DEFAULT_TOLERANCE
+    review_catch: float = REVIEW_CATCH  # share of wrong validation answers needs_review flags
     cache_dir: Path | None = None
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     evaluate: bool = True
@@ -123,6 +127,13 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         spec.train,
         titles,
     )
+    levels, val_rows = data.label_space.levels, np.asarray(data.splits["val"])
+    review = fit_review(
+        predict_split(model, features, val_rows, device),
+        labels[val_rows],
+        path_index(data.label_space.paths, [data.label_space.classes[lv] for lv in levels]),
+        spec.review_catch,
+    )
     model.cpu()
     training = {
         "config": spec.train.to_json(),
@@ -154,6 +165,7 @@ def run_training(spec: TrainSpec, plugin_manager: Any = None) -> dict[str, Any]:
         training=training,
         parity_batch=pipeline.collate(items),
         plugin_manager=pm,
+        review=review,
         validation=Validation(val_products, labels[data.splits["val"]]),
         calibration_products=[products[i] for i in data.splits["train"]],
         quantize=spec.quantize,

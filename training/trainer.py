@@ -1,9 +1,9 @@
 """The training loop: AdamW, loss summed over levels, early stopping on validation macro-F1.
 
 Early stopping watches the mean over levels of the validation macro-F1
-(:func:`training.metrics.selection_score`); the weights of the best epoch are restored at
-the end, and a temperature per level is then fitted on the validation split so that the
-served scores (and with them ``needs_review``) mean what they say. Rows with a photo are
+(:func:`training.scoring.selection_score`); the weights of the best epoch are restored at
+the end, and the served answer's view weights and temperatures are then fitted on the
+validation split (``training.answer_fit``). Rows with a photo are
 shown ``photo_oversample`` times per epoch: most catalogue rows have only a title, and
 without it the photo would barely matter to the loss. Everything random (weights,
 shuffling, modality, title and category-word dropout) is seeded.
@@ -12,7 +12,6 @@ shuffling, modality, title and category-word dropout) is seeded.
 from __future__ import annotations
 
 import copy
-import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,9 +22,11 @@ import torch
 from tqdm import tqdm
 
 from prodcat.contract.components import Head
-from prodcat.training.feature_cache import Batch, BatchSource, FeatureSet
+from prodcat.training.answer_fit import fit_temperatures, fit_view_weights
+from prodcat.training.feature_cache import FeatureSet
 from prodcat.training.fusion import FusionModel
-from prodcat.training.scoring import all_levels, selection_score
+from prodcat.training.predict import evaluate_split, forward_batch
+from prodcat.training.scoring import selection_score
 from prodcat.training.title_dropout import TitleDropout
 
 
@@ -47,11 +48,11 @@ class TrainConfig:
     view_weights: dict[str, float] = field(
         default_factory=lambda: {"fused": 1.0, "text": 2.0, "image": 1.0}
     )
-    # choose the view weights on the validation split (the grid below); off: as given
+    # choose the view weights on the validation split (training.answer_fit); off: as given
     fit_views: bool = True
-    # ... scoring poor titles as much as full ones (poor titles 89.5 instead of 84.8 on the
-    # photo rows, but full-input articleType 93.3 instead of 96.6: off by default)
-    fit_views_on_poor_titles: bool = False
+    # ... the best for poor titles among those this close (0.002 = 0.2 points of accuracy)
+    # to the best full-input accuracy
+    view_tolerance: float = 0.002
     temperature: bool = True
     # encoders that fine-tune (e.g. trainable_blocks): learning rate = lr x this
     encoder_lr_scale: float = 0.1
@@ -121,7 +122,7 @@ def train(
             batch = features.batch(rows, rng)
             if titles is not None:
                 batch = titles.apply(batch, rows, rng)
-            outputs = _forward(model, batch, device)
+            outputs = forward_batch(model, batch, device)
             targets = [torch.from_numpy(labels[rows, i]).to(device) for i in range(len(levels))]
             loss = head.loss(outputs, targets)
             optimiser.zero_grad()
@@ -142,8 +143,10 @@ def train(
     model.load_state_dict(best[3])
     model.eval()
     if config.fit_views and len(model.view_weights) > 1:
-        poor = titles if config.fit_views_on_poor_titles else None
-        fit_view_weights(model, features, labels, val_idx, levels, device, config.batch_size, poor)
+        poor = titles.poor_inputs(features) if titles is not None and titles.poor else None
+        fit_view_weights(
+            model, features, poor, labels, val_idx, device, config.view_tolerance, config.batch_size
+        )
     if config.temperature:
         fit_temperatures(model, features, labels, val_idx, device, config.batch_size)
     return TrainResult(best[1], best[0], best[2], history, device)
@@ -173,114 +176,3 @@ def epoch_rows(features: FeatureSet, train_idx: Sequence[int], photo_oversample:
         return rows
     photo = rows[np.any(other, axis=0)]
     return np.concatenate([rows, *([photo] * (photo_oversample - 1))])
-
-
-VIEW_GRID = (0.0, 0.5, 1.0, 2.0, 3.0)
-
-
-def fit_view_weights(
-    model: FusionModel,
-    features: FeatureSet,
-    labels: np.ndarray,
-    val_idx: Sequence[int],
-    levels: Sequence[str],
-    device: str,
-    batch_size: int = 256,
-    titles: TitleDropout | None = None,
-) -> list[float]:
-    """The weights of the non-fused views (each from :data:`VIEW_GRID`, the fused view's
-    stays 1) that maximise the validation mean over levels of accuracy + macro-F1, averaged
-    over the full input and, with ``titles``' poor titles, the rows with poor titles (what
-    shops send); ties go to the first in grid order. Stored in the model."""
-    others = len(model.view_weights) - 1
-    inputs: list[BatchSource] = [features]
-    if titles is not None and titles.poor is not None:
-        inputs.append(titles.poor_inputs(features))
-    best: tuple[float, list[float]] = (-1.0, list(model.view_weights))
-    for combination in itertools.product(VIEW_GRID, repeat=others):
-        model.view_weights = [1.0, *combination]
-        score = 0.0
-        for source in inputs:
-            val = evaluate_split(model, source, labels, val_idx, levels, device, batch_size)
-            score += float(np.mean([m["accuracy"] + m["macro_f1"] for m in val.values()]))
-        if score > best[0]:
-            best = (score, list(model.view_weights))
-    model.view_weights = best[1]
-    return best[1]
-
-
-TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(4.0), 121))
-
-
-def fit_temperatures(
-    model: FusionModel,
-    features: FeatureSet,
-    labels: np.ndarray,
-    val_idx: Sequence[int],
-    device: str,
-    batch_size: int = 256,
-) -> list[float]:
-    """Per level, the temperature (grid over 0.25-4) that minimises the validation rows'
-    negative log-likelihood of the served probabilities; stored in the model."""
-    model.temperatures.fill_(1.0)
-    probs = predict_split(model, features, val_idx, device, batch_size)
-    fitted = []
-    for level, p in enumerate(probs):
-        truth = labels[np.asarray(val_idx), level]
-        known = truth >= 0
-        log_p = np.log(np.clip(p[known], 1e-12, None))
-        nll = [_nll(log_p / t, truth[known]) for t in TEMPERATURES]
-        fitted.append(float(TEMPERATURES[int(np.argmin(nll))]))
-    model.temperatures.copy_(torch.tensor(fitted))
-    return fitted
-
-
-def _nll(logits: np.ndarray, truth: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_z = np.log(np.exp(shifted).sum(axis=1))
-    return float(np.mean(log_z - shifted[np.arange(len(truth)), truth]))
-
-
-def predict_split(
-    model: FusionModel,
-    features: BatchSource,
-    rows: Sequence[int],
-    device: str,
-    batch_size: int = 256,
-) -> list[np.ndarray]:
-    """Softmax probabilities per level for ``rows``, in eval mode."""
-    model.eval()
-    parts: list[list[np.ndarray]] = []
-    rows = np.asarray(rows)
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            outputs = _forward(model, features.batch(rows[start : start + batch_size]), device)
-            parts.append([torch.softmax(o, dim=-1).cpu().numpy() for o in outputs])
-    return [np.concatenate(level) for level in zip(*parts, strict=True)]
-
-
-def evaluate_split(
-    model: FusionModel,
-    features: BatchSource,
-    labels: np.ndarray,
-    rows: Sequence[int],
-    levels: Sequence[str],
-    device: str,
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    probs = predict_split(model, features, rows, device, batch_size)
-    truth = [labels[np.asarray(rows), i] for i in range(len(levels))]
-    return all_levels(levels, truth, probs)
-
-
-def _forward(model: FusionModel, batch: Batch, device: str) -> tuple[torch.Tensor, ...]:
-    raw, masks, cached = batch
-
-    def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
-
-    return model(
-        {slug: {k: tensor(v) for k, v in inputs.items()} for slug, inputs in raw.items()},
-        {slug: tensor(m) for slug, m in masks.items()},
-        {slug: tensor(c) for slug, c in cached.items()},
-    )

@@ -84,7 +84,7 @@ class WorkerSettings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     session_timeout_s: float = 6.0
-    review_threshold: float = 0.5
+    review_threshold: float | None = None  # None: the model's, fitted when it was trained
     max_event_bytes: int = 4 * 1024 * 1024
     memory_limit_mb: int = 4096
     dlq_max_original_bytes: int = 1024 * 1024

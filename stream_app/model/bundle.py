@@ -57,6 +57,8 @@ HEAD_FILE = "head.onnx"  # format 2
 ENCODERS_DIR = "encoders"  # format 2
 ASSETS_DIR = "assets"
 EMBEDDING = "embedding"
+# needs_review below this score, for bundles trained before the threshold was fitted
+DEFAULT_REVIEW_THRESHOLD = 0.5
 
 
 class BundleError(Exception):
@@ -73,7 +75,7 @@ def file_sha256(path: Path) -> str:
 
 def bundle_fingerprint(manifest: Mapping[str, Any]) -> str:
     """Hash of what decides the model's answers: components, label spaces, graph bytes,
-    and (format 2) the cascade's thresholds."""
+    (format 2) the cascade's thresholds, and the fitted ``needs_review`` threshold."""
     identity: dict[str, Any] = {
         "format": manifest["format"],
         "levels": manifest["levels"],
@@ -92,6 +94,8 @@ def bundle_fingerprint(manifest: Mapping[str, Any]) -> str:
         identity["cascade"] = manifest.get("cascade") and {
             key: manifest["cascade"][key] for key in ("first", "thresholds")
         }
+    if manifest.get("review"):  # added later: bundles without one keep their fingerprint
+        identity["review_threshold"] = manifest["review"]["threshold"]
     return fingerprint_of(identity)
 
 
@@ -178,6 +182,13 @@ class ModelBundle:
     @property
     def levels(self) -> list[str]:
         return list(self.manifest["levels"])
+
+    @property
+    def review_threshold(self) -> float:
+        """The score under which an answer needs review: fitted on the validation split
+        (``prodcat.training.review``), else :data:`DEFAULT_REVIEW_THRESHOLD`."""
+        review = self.manifest.get("review") or {}
+        return float(review.get("threshold", DEFAULT_REVIEW_THRESHOLD))
 
     @property
     def output_names(self) -> list[str]:

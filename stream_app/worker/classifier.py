@@ -20,6 +20,7 @@ from typing import Any
 from prodcat.contract.components import IMAGE_BYTES_KEY, ComponentError, Product
 from prodcat.core import events
 from prodcat.core.settings import Settings
+from prodcat.model.bundle import DEFAULT_REVIEW_THRESHOLD
 from prodcat.worker.batcher import BatcherConfig, BatcherError
 from prodcat.worker.image_fetch import ImageFetcher, ImageFetchError
 from prodcat.worker.monitoring import WorkerMetrics
@@ -175,13 +176,16 @@ class Classifier:
 
 
 def assignment_from(
-    product: Product, result: Mapping[str, Any], *, review_threshold: float, **extra: Any
+    product: Product, result: Mapping[str, Any], *, review_threshold: float | None, **extra: Any
 ) -> dict[str, Any]:
     """The validated assignment for a product from a decoded model result (``serving``).
 
-    ``needs_review`` is set when any level's score is under ``review_threshold``; ``extra``
-    goes to :func:`prodcat.core.events.make_assignment` (traceparent, latency_ms, source).
+    ``needs_review`` is set when any level's score is under ``review_threshold`` (None: the
+    model's own, fitted on its validation split); ``extra`` goes to
+    :func:`prodcat.core.events.make_assignment` (traceparent, latency_ms, source).
     """
+    if review_threshold is None:
+        review_threshold = result.get("review_threshold", DEFAULT_REVIEW_THRESHOLD)
     path = result["category_path"]
     return events.make_assignment(
         product,

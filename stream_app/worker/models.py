@@ -30,6 +30,14 @@ def identity_of(bundle: ModelBundle) -> dict[str, str]:
     }
 
 
+def answers(bundle: ModelBundle, decoded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decoded results, each naming the model that produced it (models can be swapped) and
+    carrying its fitted ``review_threshold``."""
+    identity = identity_of(bundle)
+    threshold = bundle.review_threshold
+    return [{**item, "model": identity, "review_threshold": threshold} for item in decoded]
+
+
 class BundleModel:
     """The micro-batcher's view of a format-1 bundle and its ONNX session."""
 
@@ -48,9 +56,7 @@ class BundleModel:
         return self.bundle.collate(features)
 
     def infer(self, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        """Decoded results, each naming the model that produced it (models can be swapped)."""
-        identity = self.identity()
-        return [{**item, "model": identity} for item in self.bundle.decode(self.session.run(batch))]
+        return answers(self.bundle, self.bundle.decode(self.session.run(batch)))
 
     def identity(self) -> dict[str, str]:
         return identity_of(self.bundle)
@@ -77,8 +83,7 @@ class SplitModel:
         return identity_of(self.bundle)
 
     def decode(self, outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        identity = self.identity()
-        return [{**item, "model": identity} for item in self.bundle.decode(outputs)]
+        return answers(self.bundle, self.bundle.decode(outputs))
 
     def probe(self, product: Product) -> dict[str, Any]:
         batch = self.bundle.collate([self.bundle.featurize(product)])

@@ -147,6 +147,14 @@ def resolve_data(settings: Settings, data: str | None, dataset: str | None) -> P
     help="Calibrate the text-first cascade so each level's validation accuracy stays at most "
     "this far (0.002 = 0.2 points) below always using the photo.",
 )
+@click.option(
+    "--review-catch",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.75,
+    show_default=True,
+    help="Fit the needs_review threshold to flag this share of the validation split's wrong "
+    "answers (more caught = more products to review).",
+)
 @click.option("--out", type=click.Path(file_okay=False), help="Bundle folder (default: model_dir).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--no-eval", is_flag=True, help="Skip the test-split evaluation.")
@@ -192,6 +200,7 @@ def command(settings: Settings, **options: Any) -> None:
         quantize=options["quantize"],
         bundle_format=int(options["bundle_format"]),
         cascade_tolerance=options["cascade_tolerance"],
+        review_catch=options["review_catch"],
         cache_dir=Path(settings.cache_dir),
         threads=settings.worker.featurize_threads,
         evaluate=not options["no_eval"],
