@@ -304,7 +304,8 @@ def _card(manifest: dict[str, Any], metrics: dict[str, Any], curve: bool) -> str
         f"- Best epoch {training.get('best_epoch')} of {len(training.get('history', []))} "
         f"(early stopping on validation mean macro-F1)",
         _recipe(training.get("config", {})),
-        f"- Answer: the views fused / title / photo weighted {training.get('view_weights')}"
+        f"- Answer: the views fused / title / photo pooled as a weighted geometric mean, "
+        f"weights {training.get('view_weights')}"
         + (" (chosen on validation)" if training.get("config", {}).get("fit_views") else ""),
         *_review(manifest.get("review")),
         "",
