@@ -160,7 +160,15 @@ def test_products_and_bad_events_each_end_as_exactly_one_outcome(
         first = assignments[0]
         traceparent = first["headers"]["traceparent"].decode()
         assert first["value"]["traceparent"] == traceparent
-        assert first["value"]["model"]["fingerprint"] == ModelBundle.load(bundle).fingerprint
+        served = ModelBundle.load(bundle)
+        assert first["value"]["model"]["fingerprint"] == served.fingerprint
+
+        # needs_review at the bundle's own threshold (fitted when it was trained; no setting)
+        threshold = served.review_threshold
+        assert f"needs_review under {threshold:g};" in worker.log_path.read_text()
+        for a in assignments:
+            scores = [level["score"] for level in a["value"]["category_path"]]
+            assert a["value"]["needs_review"] == (min(scores) < threshold)
 
         hits = sum(
             a["value"]["category_path"][0]["label"]

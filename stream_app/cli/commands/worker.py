@@ -100,10 +100,12 @@ def _run(settings: Settings, bootstrap: str, model: Model, model_dir: str) -> No
     runtime = Runtime(settings, model, get_plugin_manager())
     worker_app = create_app(settings, bootstrap, runtime, model_dir)
     identity = model.identity()
+    review = settings.worker.review_threshold
     click.echo(
         f"worker: model {identity['name']} ({identity['fingerprint']}) on "
-        f"{', '.join(model.providers)}; broker {bootstrap}; "
-        f"http://{settings.worker.web_host}:{settings.worker.web_port}/ready",
+        f"{', '.join(model.providers)}; broker {bootstrap}; needs_review under "
+        + (f"{review:g} (setting)" if review is not None else f"{model.bundle.review_threshold:g}")
+        + f"; http://{settings.worker.web_host}:{settings.worker.web_port}/ready",
         err=True,
     )
     faust_worker = faust.Worker(worker_app.app, loglevel=settings.log_level, loop=loop)
