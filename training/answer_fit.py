@@ -26,7 +26,7 @@ import torch
 
 from prodcat.training.feature_cache import BatchSource, FeatureSet
 from prodcat.training.fusion import FusionModel
-from prodcat.training.predict import predict_split
+from prodcat.training.predict import evaluate_split, predict_split
 
 VIEW_GRID = (0.0, 0.5, 1.0, 2.0, 3.0)  # each non-fused view's weight; the fused view's is 1
 TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(4.0), 121))
@@ -38,6 +38,7 @@ def fit_view_weights(
     poor: BatchSource | None,
     labels: np.ndarray,
     val_idx: Sequence[int],
+    levels: Sequence[str],
     device: str,
     tolerance: float,
     batch_size: int = 256,
@@ -48,12 +49,17 @@ def fit_view_weights(
     rows = multi_view_rows(features, val_idx)
     if not len(rows):
         return list(model.view_weights)
+
+    def accuracy(source: BatchSource) -> float:
+        """Accuracy averaged over the levels (each level's argmax) on ``rows``."""
+        metrics = evaluate_split(model, source, labels, rows, levels, device, batch_size)
+        return float(np.mean([m["accuracy"] for m in metrics.values()]))
+
     scored = []
     for combination in itertools.product(VIEW_GRID, repeat=len(model.view_weights) - 1):
         model.view_weights = [1.0, *combination]
-        full = mean_accuracy(model, features, labels, rows, device, batch_size)
-        shop = mean_accuracy(model, poor, labels, rows, device, batch_size) if poor else 0.0
-        scored.append((full, shop, list(model.view_weights)))
+        shop = accuracy(poor) if poor is not None else 0.0
+        scored.append((accuracy(features), shop, list(model.view_weights)))
     best = max(full for full, _, _ in scored)
     eligible = [entry for entry in scored if entry[0] >= best - tolerance - 1e-9]
     model.view_weights = max(eligible, key=lambda entry: (entry[1], entry[0]))[2]
@@ -65,21 +71,6 @@ def multi_view_rows(features: FeatureSet, rows: Sequence[int]) -> np.ndarray:
     rows = np.asarray(rows)
     present = np.sum([features.masks[slug][rows] > 0 for slug in features.pipeline.slugs], axis=0)
     return rows[present >= 2]
-
-
-def mean_accuracy(
-    model: FusionModel,
-    source: BatchSource,
-    labels: np.ndarray,
-    rows: np.ndarray,
-    device: str,
-    batch_size: int,
-) -> float:
-    """Accuracy averaged over the levels (each level's argmax) on ``rows``."""
-    probs = predict_split(model, source, rows, device, batch_size)
-    return float(
-        np.mean([np.mean(p.argmax(axis=1) == labels[rows, i]) for i, p in enumerate(probs)])
-    )
 
 
 def fit_temperatures(

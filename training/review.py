@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from prodcat.model.cascade import chosen_scores
 from prodcat.model.decoding import best_paths
 
 REVIEW_CATCH = 0.75  # the share of wrong validation answers the fitted threshold flags
@@ -31,10 +32,8 @@ def fit_review(
     ``paths``: the taxonomy's paths as class indices (``prodcat.model.decoding.path_index``).
     """
     best = best_paths(probs, paths)
-    served = paths[best]
-    scores = np.stack([p[np.arange(len(best)), served[:, i]] for i, p in enumerate(probs)], 1)
-    weakest = scores.min(axis=1)
-    wrong = np.any(served != labels, axis=1)
+    weakest = chosen_scores(probs, paths, best).min(axis=1)
+    wrong = np.any(paths[best] != labels, axis=1)
     if not wrong.any():
         return None
     ranked = np.sort(weakest[wrong])

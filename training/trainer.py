@@ -143,9 +143,18 @@ def train(
     model.load_state_dict(best[3])
     model.eval()
     if config.fit_views and len(model.view_weights) > 1:
-        poor = titles.poor_inputs(features) if titles is not None and titles.poor else None
+        has_poor = titles is not None and titles.poor is not None
+        poor = titles.poor_inputs(features) if has_poor else None
         fit_view_weights(
-            model, features, poor, labels, val_idx, device, config.view_tolerance, config.batch_size
+            model,
+            features,
+            poor,
+            labels,
+            val_idx,
+            levels,
+            device,
+            config.view_tolerance,
+            config.batch_size,
         )
     if config.temperature:
         fit_temperatures(model, features, labels, val_idx, device, config.batch_size)
